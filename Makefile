@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv and
+# install what they need. Where no NVIDIA GPU is present, the CPU build of torch is installed
+# first so pip does not pull the multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# Elsewhere, point pip at PyTorch's CPU wheel index, e.g. TORCH_PIP_ARGS="--index-url <cpu index>".
+TORCH_PIP_ARGS ?=
+DEMO_OUT ?= demo
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install -q "torch>=2.6"; \
+	else \
+		$(BIN)/pip install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS); \
+	fi
+	$(BIN)/pip install -q -e ".[dev]"
+
+demo: install
+	$(BIN)/hubertlab demo $(DEMO_OUT)
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

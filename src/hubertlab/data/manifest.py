@@ -1,0 +1,229 @@
+"""Manifests: one row per utterance (fileid, path, num_samples at 16 kHz), optionally pointing
+into an uncompressed tar by byte offset. Read and written as CSV, fairseq TSV or JSONL.
+
+fileid is the path relative to the scanned root without its extension, so `a/x.wav` and
+`b/x.wav` never collide (a bug of public recipes, REFERENCE.md section 8)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hubertlab.data.audio import read_audio
+from hubertlab.fileio import atomic_open
+
+CSV_COLUMNS = ("fileid", "path", "num_samples")
+ARCHIVE_COLUMNS = ("archive", "byte_offset", "byte_size")
+
+
+class ManifestError(ValueError):
+    """A manifest file is malformed; the message names the file and row."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One utterance. For a tar member, `path` is the member name inside `archive`."""
+
+    fileid: str
+    path: str
+    num_samples: int
+    archive: str | None = None
+    byte_offset: int | None = None
+    byte_size: int | None = None
+
+    def audio_path(self, root: str | Path) -> Path:
+        """The file to open: the archive for a tar member, else the audio file itself."""
+        return Path(root) / (self.archive if self.archive is not None else self.path)
+
+    def read_audio(self, root: str | Path, *, standardize: bool = False) -> np.ndarray:
+        """The waveform at 16 kHz, float32, shape (num_samples,)."""
+        return read_audio(
+            self.audio_path(root),
+            byte_offset=self.byte_offset,
+            byte_size=self.byte_size,
+            standardize=standardize,
+        )
+
+
+class Manifest(Sequence[ManifestRow]):
+    """Rows plus the folder their relative paths resolve against."""
+
+    def __init__(self, rows: Iterable[ManifestRow], root: str | Path, source: str = "") -> None:
+        self.rows = list(rows)
+        self.root = Path(root)
+        self.source = source
+        seen: dict[str, int] = {}
+        for i, row in enumerate(self.rows):
+            if row.fileid in seen:
+                raise ManifestError(
+                    f"{source or 'manifest'}: fileid {row.fileid!r} appears in rows "
+                    f"{seen[row.fileid] + 1} and {i + 1}"
+                )
+            seen[row.fileid] = i
+        self._index = seen
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.rows[i]
+
+    def __iter__(self) -> Iterator[ManifestRow]:
+        return iter(self.rows)
+
+    def index(self, fileid: str) -> int:  # type: ignore[override]
+        """Row number of `fileid`; KeyError naming it and the manifest if absent."""
+        try:
+            return self._index[fileid]
+        except KeyError:
+            raise KeyError(f"{self.source or 'manifest'}: no row with fileid {fileid!r}") from None
+
+    def read_audio(self, i: int, *, standardize: bool = False) -> np.ndarray:
+        return self.rows[i].read_audio(self.root, standardize=standardize)
+
+    @property
+    def total_samples(self) -> int:
+        return sum(r.num_samples for r in self.rows)
+
+
+def fileid_for(relpath: str) -> str:
+    """Path relative to the root, '/'-separated, without the extension."""
+    rel = relpath.replace(os.sep, "/")
+    stem, _ = os.path.splitext(rel)
+    return stem
+
+
+def _int(value: str, where: str, column: str) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ManifestError(f"{where}: column {column!r} is not an integer: {value!r}") from None
+    if n < 0:
+        raise ManifestError(f"{where}: column {column!r} is negative: {n}")
+    return n
+
+
+def _row_from_mapping(d: dict, where: str) -> ManifestRow:
+    for column in CSV_COLUMNS:
+        if d.get(column) in (None, ""):
+            raise ManifestError(f"{where}: missing value for column {column!r}")
+    archive = d.get("archive") or None
+    offset = d.get("byte_offset")
+    size = d.get("byte_size")
+    if archive is not None and (offset in (None, "") or size in (None, "")):
+        raise ManifestError(f"{where}: archive member needs byte_offset and byte_size")
+    num_samples = _int(d["num_samples"], where, "num_samples")
+    if num_samples == 0:
+        raise ManifestError(f"{where}: num_samples is 0")
+    return ManifestRow(
+        fileid=str(d["fileid"]),
+        path=str(d["path"]),
+        num_samples=num_samples,
+        archive=archive,
+        byte_offset=None if archive is None else _int(offset, where, "byte_offset"),
+        byte_size=None if archive is None else _int(size, where, "byte_size"),
+    )
+
+
+def _read_csv(path: Path) -> list[ManifestRow]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in CSV_COLUMNS if c not in header]
+        if missing:
+            raise ManifestError(f"{path}: header lacks column {missing[0]!r} (has {header})")
+        return [_row_from_mapping(d, f"{path}:{i + 2}") for i, d in enumerate(reader)]
+
+
+def _read_jsonl(path: Path) -> list[ManifestRow]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{i}: not valid JSON: {e}") from None
+            if not isinstance(d, dict):
+                raise ManifestError(f"{path}:{i}: expected a JSON object")
+            rows.append(_row_from_mapping(d, f"{path}:{i}"))
+    return rows
+
+
+def _read_tsv(path: Path) -> tuple[list[ManifestRow], Path]:
+    """fairseq layout: first line the root folder, then `relpath<TAB>num_samples`."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if not lines:
+        raise ManifestError(f"{path}: empty file (expected the root folder on line 1)")
+    root = Path(lines[0].strip())
+    if not root.is_absolute():
+        root = path.parent / root
+    rows = []
+    for i, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2:
+            raise ManifestError(f"{path}:{i}: expected 'relpath<TAB>num_samples', got {line!r}")
+        num_samples = _int(parts[1], f"{path}:{i}", "num_samples")
+        row = ManifestRow(fileid=fileid_for(parts[0]), path=parts[0], num_samples=num_samples)
+        rows.append(row)
+    return rows, root
+
+
+def manifest_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    formats = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+    if suffix not in formats:
+        raise ManifestError(f"{path}: unknown format {suffix!r} (use .csv, .tsv or .jsonl)")
+    return formats[suffix]
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read a CSV, fairseq TSV or JSONL manifest (by extension). Relative paths resolve against
+    the manifest's folder (CSV, JSONL) or the TSV's root line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    fmt = manifest_format(path)
+    if fmt == "tsv":
+        rows, root = _read_tsv(path)
+    else:
+        rows = _read_csv(path) if fmt == "csv" else _read_jsonl(path)
+        root = path.parent
+    return Manifest(rows, root, source=str(path))
+
+
+def write_manifest(rows: Iterable[ManifestRow], path: str | Path, *, root: str | Path = "") -> None:
+    """Write atomically in the format named by the extension. For TSV, `root` becomes line 1
+    and tar members cannot be written (fairseq TSV has no columns for them)."""
+    path = Path(path)
+    fmt = manifest_format(path)
+    rows = list(rows)
+    has_archive = any(r.archive is not None for r in rows)
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        if fmt == "tsv":
+            if has_archive:
+                raise ManifestError(f"{path}: fairseq TSV cannot hold tar members; use .csv")
+            f.write(f"{root or '.'}\n")
+            for r in rows:
+                f.write(f"{r.path}\t{r.num_samples}\n")
+        elif fmt == "jsonl":
+            for r in rows:
+                d = {k: v for k, v in asdict(r).items() if v is not None}
+                f.write(json.dumps(d) + "\n")
+        else:
+            columns = CSV_COLUMNS + (ARCHIVE_COLUMNS if has_archive else ())
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for r in rows:
+                d = asdict(r)
+                writer.writerow(["" if d[c] is None else d[c] for c in columns])

@@ -1,0 +1,191 @@
+"""Scanning a folder or an uncompressed tar of audio into manifest rows, and splitting them.
+
+Sample counts come from the headers, never by decoding. A file that cannot be read is put in
+the report with its reason and left out: a scan never dies half-way."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tarfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from hubertlab.data.audio import AUDIO_EXTENSIONS, AudioError, audio_info, resampled_length
+from hubertlab.data.manifest import ManifestRow, fileid_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file left out of the manifest, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    rows: list[ManifestRow]
+    rejected: list[Rejected]
+
+
+def _is_audio(name: str, extensions: tuple[str, ...]) -> bool:
+    return name.lower().endswith(extensions)
+
+
+def _probe_file(root: Path, relpath: str) -> ManifestRow | Rejected:
+    try:
+        info = audio_info(root / relpath)
+    except AudioError as e:
+        return Rejected(relpath, str(e).split(": ", 1)[-1])
+    return ManifestRow(fileid=fileid_for(relpath), path=relpath, num_samples=info.num_samples)
+
+
+def scan_folder(
+    root: str | Path, *, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, workers: int = 4
+) -> ScanResult:
+    """Every audio file below `root` (recursively), sorted by relative path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a folder: {root}")
+    relpaths = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in filenames:
+            if _is_audio(name, extensions):
+                rel = name if rel_dir == "." else os.path.join(rel_dir, name)
+                relpaths.append(rel.replace(os.sep, "/"))
+    relpaths.sort()
+    batches = [relpaths[i : i + 512] for i in range(0, len(relpaths), 512)]
+
+    def probe(batch: list[str]) -> list[ManifestRow | Rejected]:
+        return [_probe_file(root, rel) for rel in batch]
+
+    # Threads overlap file-system latency (network file systems); batches keep the
+    # per-file overhead of the pool negligible on a local disk.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = [r for batch in pool.map(probe, batches) for r in batch]
+    return _collect(results)
+
+
+class _MemberReader(io.RawIOBase):
+    """A seekable read-only window onto one tar member, so headers are read in place."""
+
+    def __init__(self, f, offset: int, size: int) -> None:
+        self._f, self._offset, self._size, self._pos = f, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = min(max(0, base + pos), self._size)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._offset + self._pos)
+        data = self._f.read(n)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def scan_tar(
+    archive: str | Path, *, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, archive_name: str = ""
+) -> ScanResult:
+    """Every audio member of an uncompressed tar, with its byte offset and size. `archive_name`
+    is what the rows record as `archive` (default: the file name), relative to the manifest."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive not found: {archive}")
+    name = archive_name or archive.name
+    results: list[ManifestRow | Rejected] = []
+    try:
+        tar = tarfile.open(archive, mode="r:")  # "r:" refuses compressed archives
+    except tarfile.TarError as e:
+        raise ValueError(f"{archive}: not an uncompressed tar archive: {e}") from e
+    with tar, open(archive, "rb") as raw:
+        for member in tar:
+            if not member.isfile() or not _is_audio(member.name, extensions):
+                continue
+            results.append(_probe_member(raw, member, name))
+    return _collect(results)
+
+
+def _probe_member(raw, member: tarfile.TarInfo, archive_name: str) -> ManifestRow | Rejected:
+    reader = io.BufferedReader(_MemberReader(raw, member.offset_data, member.size))
+    try:
+        info = sf.info(reader)
+        if info.frames <= 0:
+            raise AudioError("no audio samples")
+    except (AudioError, sf.LibsndfileError, RuntimeError, OSError) as e:
+        return Rejected(f"{archive_name}:{member.name}", f"cannot read audio header: {e}")
+    return ManifestRow(
+        fileid=fileid_for(member.name),
+        path=member.name,
+        num_samples=resampled_length(info.frames, info.samplerate),
+        archive=archive_name,
+        byte_offset=member.offset_data,
+        byte_size=member.size,
+    )
+
+
+def _collect(results: Iterable[ManifestRow | Rejected]) -> ScanResult:
+    rows, rejected = [], []
+    for r in results:
+        (rows if isinstance(r, ManifestRow) else rejected).append(r)
+    for r in rejected:
+        log.warning("skipped %s: %s", r.path, r.reason)
+    return ScanResult(rows=rows, rejected=rejected)
+
+
+def speaker_of(fileid: str, level: int) -> str:
+    """The folder `level` levels below the root (0 = first folder) names the speaker."""
+    parts = fileid.split("/")
+    if len(parts) <= level + 1:
+        raise ValueError(f"fileid {fileid!r} has no folder at level {level} to name a speaker")
+    return parts[level]
+
+
+def split_rows(
+    rows: list[ManifestRow],
+    *,
+    valid_fraction: float,
+    seed: int,
+    speaker_level: int | None = None,
+) -> tuple[list[ManifestRow], list[ManifestRow]]:
+    """A seeded train/valid split. With `speaker_level`, whole speakers go to one side, so
+    validation speakers are unseen in training. Order within each side follows `rows`."""
+    if not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    if speaker_level is None:
+        groups = [r.fileid for r in rows]
+    else:
+        groups = [speaker_of(r.fileid, speaker_level) for r in rows]
+    unique = sorted(set(groups))
+    if len(unique) < 2:
+        raise ValueError(f"cannot split {len(unique)} group(s) into train and valid")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    num_valid = min(len(unique) - 1, max(1, round(valid_fraction * len(unique))))
+    valid_groups = {unique[i] for i in order[:num_valid]}
+    train = [r for r, g in zip(rows, groups, strict=True) if g not in valid_groups]
+    valid = [r for r, g in zip(rows, groups, strict=True) if g in valid_groups]
+    return train, valid

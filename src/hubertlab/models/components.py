@@ -1,0 +1,180 @@
+"""HuBERT building blocks with plain arguments: CNN waveform encoder, convolutional position
+embedding, Transformer layer. `hubert.py` assembles them from a HubertConfig."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GradMultiply(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by `scale` (fairseq feature_grad_mult:
+    the CNN learns 10x slower than the Transformer)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def conv_output_lengths(
+    lengths: torch.Tensor, kernels: tuple[int, ...], strides: tuple[int, ...]
+) -> torch.Tensor:
+    """Frames a stack of unpadded 1-d convolutions yields for `lengths` input samples."""
+    for k, s in zip(kernels, strides, strict=True):
+        lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+        lengths = lengths.clamp(min=0)
+    return lengths
+
+
+def lengths_to_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """(batch, width) bool, True on the first `lengths[b]` positions of row b."""
+    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class ConvLayer(nn.Module):
+    """Conv1d -> optional norm (GroupNorm with one group per channel, or LayerNorm over
+    channels) -> GELU."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int, *,
+        norm: str | None, bias: bool,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride, bias=bias)
+        if norm == "group":
+            self.norm: nn.Module | None = nn.GroupNorm(out_channels, out_channels)
+        elif norm == "layer":
+            self.norm = nn.LayerNorm(out_channels)
+        else:
+            self.norm = None
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`lengths`: valid input samples per row; only the GroupNorm statistics need them."""
+        x = self.conv(x)  # (batch, channels, frames)
+        if isinstance(self.norm, nn.GroupNorm):
+            frames = None
+            if lengths is not None:
+                frames = conv_output_lengths(lengths, self.conv.kernel_size, self.conv.stride)
+            if frames is None or bool((frames >= x.shape[-1]).all()):
+                x = self.norm(x)
+            else:
+                x = _masked_instance_norm(x, lengths_to_mask(frames, x.shape[-1]), self.norm)
+        elif isinstance(self.norm, nn.LayerNorm):
+            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return F.gelu(x)
+
+
+def _masked_instance_norm(x: torch.Tensor, valid: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """GroupNorm(C groups over C channels) whose statistics ignore padded frames, so a padded
+    row gives the same features as the row alone."""
+    m = valid[:, None, :].to(x.dtype)  # (batch, 1, frames)
+    count = m.sum(-1, keepdim=True).clamp(min=1)
+    mean = (x * m).sum(-1, keepdim=True) / count
+    var = ((x - mean).square() * m).sum(-1, keepdim=True) / count
+    x = (x - mean) * torch.rsqrt(var + norm.eps)
+    return x * norm.weight[None, :, None] + norm.bias[None, :, None]
+
+
+class ConvFeatureEncoder(nn.Module):
+    """Waveform (batch, samples) -> features (batch, frames, channels)."""
+
+    def __init__(
+        self, channels: tuple[int, ...], kernels: tuple[int, ...], strides: tuple[int, ...], *,
+        norm: str, bias: bool,
+    ) -> None:
+        super().__init__()
+        self.kernels, self.strides = kernels, strides
+        layers = []
+        in_ch = 1
+        for i, (ch, k, s) in enumerate(zip(channels, kernels, strides, strict=True)):
+            layer_norm = "layer" if norm == "layer" else ("group" if i == 0 else None)
+            layers.append(ConvLayer(in_ch, ch, k, s, norm=layer_norm, bias=bias))
+            in_ch = ch
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x = waveforms[:, None, :]  # (batch, 1, samples)
+        for layer in self.layers:
+            # Only layer 0 can carry a GroupNorm; it needs the input lengths in samples.
+            x = layer(x, lengths)
+            lengths = None
+        return x.transpose(1, 2)  # (batch, frames, channels)
+
+
+class PositionalConv(nn.Module):
+    """Convolutional relative position embedding: grouped Conv1d with weight norm over dim 2,
+    'same' padding minus the last frame for even kernels, GELU. Parameters are stored as
+    weight_g (1, 1, kernel) and weight_v like torch's weight_norm(dim=2)."""
+
+    def __init__(self, dim: int, kernel: int, groups: int) -> None:
+        super().__init__()
+        self.kernel, self.groups = kernel, groups
+        v = torch.empty(dim, dim // groups, kernel)
+        nn.init.normal_(v, mean=0.0, std=math.sqrt(4.0 / (kernel * dim)))
+        self.weight_v = nn.Parameter(v)
+        self.weight_g = nn.Parameter(v.norm(dim=(0, 1), keepdim=True))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.weight_v
+        weight = v * (self.weight_g / v.norm(dim=(0, 1), keepdim=True))
+        y = F.conv1d(x.transpose(1, 2), weight, self.bias, padding=self.kernel // 2,
+                     groups=self.groups)  # (batch, dim, frames [+1])
+        if self.kernel % 2 == 0:
+            y = y[:, :, :-1]
+        return F.gelu(y).transpose(1, 2)  # (batch, frames, dim)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection, via scaled_dot_product_attention."""
+
+    def __init__(self, dim: int, num_heads: int, *, dropout: float) -> None:
+        super().__init__()
+        self.num_heads, self.dropout = num_heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        batch, frames, dim = x.shape
+        qkv = self.qkv(x).view(batch, frames, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, frames, head_dim)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(batch, frames, dim))
+
+
+class TransformerLayer(nn.Module):
+    """Self-attention + feed-forward block, post-LN (base) or pre-LN (large, xlarge)."""
+
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, *, pre_ln: bool, dropout: float,
+        attention_dropout: float, activation_dropout: float, eps: float,
+    ) -> None:
+        super().__init__()
+        self.pre_ln = pre_ln
+        self.attention = SelfAttention(dim, num_heads, dropout=attention_dropout)
+        self.attn_norm = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.ffn_norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.activation_dropout(F.gelu(self.fc1(x)))))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pre_ln:
+            x = x + self.dropout(self.attention(self.attn_norm(x), attn_mask))
+            return x + self._ffn(self.ffn_norm(x))
+        x = self.attn_norm(x + self.dropout(self.attention(x, attn_mask)))
+        return self.ffn_norm(x + self._ffn(x))
