@@ -217,12 +217,3 @@ def synthesize(
     # No fork (Windows): output then depends on what this process synthesised before.
     log.debug("no os.fork on %s: eSpeak output is not isolated per utterance", sys.platform)
     return engine.run(*args)
-
-
-def voice_exists(voice: str) -> bool:
-    """Whether eSpeak NG knows `voice` ("fr", "en-us+f2"); checked in a child process."""
-    try:
-        synthesize("", voice)
-    except ValueError:
-        return False
-    return True

@@ -131,7 +131,7 @@ LANGUAGES = tuple(_GRAMMARS)
 
 
 def sentence_split(sentence: str) -> str:
-    """"train" or "eval": a stable (process-independent) hash of the sentence."""
+    """Split of a sentence, "train" or "eval", from a stable hash (same in every process)."""
     return "eval" if zlib.crc32(sentence.encode("utf-8")) % EVAL_EVERY == 0 else "train"
 
 
