@@ -1,0 +1,271 @@
+"""ABX of every layer of a checkpoint (one forward pass per file), of MFCC, or of saved
+features; a table, a plot and the best layer as JSON, to pick checkpoints and the layer that
+the next iteration clusters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hubertlab.config import to_dict
+from hubertlab.constants import num_frames
+from hubertlab.data.manifest import Manifest
+from hubertlab.evaluate.abx import (
+    AbxConfig,
+    AbxPlan,
+    AbxResult,
+    abx_scores,
+    prepare_abx,
+    read_item_file,
+    score_plan,
+)
+from hubertlab.features.store import STORE_META, FeatureStore
+from hubertlab.fileio import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+BEST_CRITERION = "lowest mean of the within- and across-speaker errors"
+
+
+@dataclass(frozen=True)
+class LayerScore:
+    """ABX of one feature source: a layer of a model (`layer`), or MFCC / saved features."""
+
+    name: str
+    layer: int | None
+    results: Mapping[str, AbxResult]
+
+    @property
+    def within(self) -> float | None:
+        """Within-speaker error in percent (None if not computed)."""
+        result = self.results.get("within")
+        return None if result is None else result.error_percent
+
+    @property
+    def across(self) -> float | None:
+        result = self.results.get("across")
+        return None if result is None else result.error_percent
+
+    @property
+    def mean_error(self) -> float:
+        return float(np.mean([r.error_percent for r in self.results.values()]))
+
+
+def manifest_rows_for(manifest: Manifest, fileids: set[str], item_file: str | Path) -> list:
+    """The manifest rows of the item file's files; the error names the files it lacks."""
+    rows = [row for row in manifest if row.fileid in fileids]
+    if len(rows) < len(fileids):
+        missing = sorted(fileids - {row.fileid for row in rows})
+        raise ValueError(
+            f"{manifest.source or 'manifest'}: no row for {len(missing)} file(s) of "
+            f"{item_file}, e.g. {missing[0]!r}"
+        )
+    return rows
+
+
+@torch.inference_mode()
+def abx_per_layer(
+    model: torch.nn.Module,
+    manifest: Manifest,
+    item_file: str | Path,
+    *,
+    layers: Sequence[int] | None = None,
+    config: AbxConfig | None = None,
+) -> list[LayerScore]:
+    """ABX of the given transformer layers (default: all, 1..L; 0 is the transformer input).
+
+    Each file of the item file goes through the model once; only the token frames of each
+    layer are kept, so memory is ~ (token frames) x dim x 4 bytes per layer.
+    """
+    config = config or AbxConfig(frame_shift_s=0.02)
+    num_layers = model.cfg.num_layers
+    layers = list(range(1, num_layers + 1)) if layers is None else sorted(set(layers))
+    if not layers or any(not 0 <= layer <= num_layers for layer in layers):
+        raise ValueError(f"layers must lie in [0, {num_layers}], got {layers}")
+    tokens = read_item_file(item_file)
+    rows = manifest_rows_for(manifest, {t.fileid for t in tokens}, item_file)
+    expected = {row.fileid: num_frames(row.num_samples) for row in rows}
+    plan = prepare_abx(tokens, expected, config, item_file=str(item_file))
+    device = torch.device(config.device)
+    model = model.to(device).eval()
+    buffers: dict[int, torch.Tensor] = {}
+    for row in rows:
+        if row.fileid not in plan.by_file:
+            continue
+        wav = torch.from_numpy(row.read_audio(manifest.root)).to(device)[None]  # (1, samples)
+        hidden, frame_lengths = model.extract_features(wav, output_layer=max(layers))
+        if int(frame_lengths[0]) != expected[row.fileid]:
+            raise ValueError(
+                f"{manifest.source}: {row.fileid!r} gave {int(frame_lengths[0])} frames, "
+                f"expected {expected[row.fileid]} from num_samples={row.num_samples}"
+            )
+        for layer in layers:
+            frames = hidden[layer][0].float()  # (frames, dim)
+            if layer not in buffers:
+                buffers[layer] = frames.new_empty(plan.total_frames, frames.shape[1])
+            _fill(buffers[layer], plan, row.fileid, frames)
+    scores = []
+    for layer in layers:
+        results = score_plan(plan, buffers.pop(layer), config)
+        scores.append(LayerScore(f"layer {layer}", layer, results))
+        logger.info("ABX layer %d: %s", layer, _describe(results))
+    return scores
+
+
+def _fill(buffer: torch.Tensor, plan: AbxPlan, fileid: str, frames: torch.Tensor) -> None:
+    for pos, start, end in plan.by_file[fileid]:
+        offset = int(plan.flat_offset[pos])
+        buffer[offset : offset + end - start] = frames[start:end]
+
+
+def _describe(results: Mapping[str, AbxResult]) -> str:
+    return ", ".join(f"{m} {r.error_percent:.2f}%" for m, r in results.items())
+
+
+def mfcc_features(
+    manifest: Manifest, fileids: set[str] | None = None, item_file: str | Path = "item file"
+) -> dict[str, np.ndarray]:
+    """39-d MFCC (100 Hz) of the manifest's files (only `fileids`, which must all be there)."""
+    from hubertlab.features.mfcc import mfcc_of_waveform
+
+    rows = list(manifest) if fileids is None else manifest_rows_for(manifest, fileids, item_file)
+    return {row.fileid: mfcc_of_waveform(row.read_audio(manifest.root)) for row in rows}
+
+
+def load_feature_dir(
+    folder: str | Path, fileids: set[str]
+) -> tuple[dict[str, np.ndarray], float | None]:
+    """Saved features of `fileids`: a feature store (`hubertlab features`; memory-mapped) or a
+    folder of <fileid>.npy arrays (frames, dim). Returns (features, the store's frame shift in
+    seconds, or None for .npy folders)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"feature folder not found: {folder}")
+    if (folder / STORE_META).is_file():
+        store = FeatureStore.open(folder)
+        missing = sorted(f for f in fileids if f not in store)
+        if missing:
+            raise ValueError(
+                f"{folder}: feature store has no features for {len(missing)} file(s) of the "
+                f"item file, e.g. {missing[0]!r}"
+            )
+        return {f: store[f] for f in fileids}, 1.0 / store.frame_rate_hz
+    features, missing = {}, []
+    for fileid in sorted(fileids):
+        path = folder / f"{fileid}.npy"
+        if path.is_file():
+            features[fileid] = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            missing.append(str(path))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} feature file(s) missing for the item file, e.g. {missing[0]}"
+        )
+    return features, None
+
+
+def abx_of_features(
+    features: Mapping[str, np.ndarray], item_file: str | Path, config: AbxConfig, name: str
+) -> LayerScore:
+    """ABX of one set of features (MFCC, saved features) as a one-row sweep."""
+    results = abx_scores(features, item_file, config)
+    logger.info("ABX %s: %s", name, _describe(results))
+    return LayerScore(name, None, results)
+
+
+def best_score(scores: Sequence[LayerScore]) -> LayerScore:
+    """The source with the lowest mean error over the computed speaker modes (first on ties)."""
+    if not scores:
+        raise ValueError("no ABX scores")
+    return min(scores, key=lambda s: s.mean_error)
+
+
+def format_abx_table(scores: Sequence[LayerScore]) -> str:
+    """A markdown table: source, within %, across %, triplets and cells per mode."""
+    lines = [
+        "| features | within % | across % | triplets (within/across) | cells (within/across) |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cols(s: LayerScore, attr: str, fmt: str) -> list[str]:
+        return [
+            format(getattr(s.results[m], attr), fmt) if m in s.results else "-"
+            for m in ("within", "across")
+        ]
+
+    for s in scores:
+        within, across = cols(s, "error_percent", ".2f")
+        triplets, cells = (
+            "/".join(cols(s, "num_triplets", "d")),
+            "/".join(cols(s, "num_cells", "d")),
+        )
+        lines.append(f"| {s.name} | {within} | {across} | {triplets} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(scores: Sequence[LayerScore], path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning("matplotlib not installed: %s not drawn (pip install matplotlib)", path)
+        return
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(scores))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(scores) + 2), 3.2))
+    for mode, marker in (("within", "o"), ("across", "s")):
+        values = [s.results[mode].error_percent if mode in s.results else np.nan for s in scores]
+        if not np.all(np.isnan(values)):
+            ax.plot(x, values, marker=marker, label=f"{mode} speaker")
+    ax.set_xticks(x, [str(s.layer) if s.layer is not None else s.name for s in scores])
+    ax.set_xlabel("layer" if all(s.layer is not None for s in scores) else "features")
+    ax.set_ylabel("ABX error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_abx_report(
+    scores: Sequence[LayerScore],
+    out_dir: str | Path,
+    *,
+    config: AbxConfig | None = None,
+    source: Mapping[str, str] | None = None,
+) -> LayerScore:
+    """Write abx.json (all scores), abx.md (table), abx.png (error per layer) and
+    best_layer.json (what the pipeline reads) into out_dir; return the best source."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best = best_score(scores)
+    best_entry = {
+        "name": best.name,
+        "layer": best.layer,
+        "within": best.within,
+        "across": best.across,
+        "criterion": BEST_CRITERION,
+    }
+    report = {
+        "source": dict(source or {}),
+        "config": to_dict(config) if config is not None else None,
+        "scores": [
+            {"name": s.name, "layer": s.layer, **{m: to_dict(r) for m, r in s.results.items()}}
+            for s in scores
+        ],
+        "best": best_entry,
+    }
+    atomic_write_json(out_dir / "abx.json", report)
+    atomic_write_text(out_dir / "abx.md", format_abx_table(scores))
+    _plot(scores, out_dir / "abx.png")
+    atomic_write_json(out_dir / "best_layer.json", best_entry)
+    return best
