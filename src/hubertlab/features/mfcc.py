@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import numpy as np
 import torch
@@ -84,62 +85,117 @@ def lifted_dct(num_bins: int = NUM_MEL_BINS, num_ceps: int = NUM_CEPS) -> np.nda
 
 @functools.lru_cache(maxsize=8)
 def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    window = torch.tensor(povey_window(), dtype=torch.float32, device=device)
-    # Only FFT bins 1..255 carry mel weight (bin 0 is below 20 Hz, 256 is the Nyquist edge);
-    # each bin is listed twice so the mel matmul reads (re^2, im^2) pairs without a sum.
-    banks = kaldi_mel_banks()[1 : FFT_SIZE // 2]
-    banks2 = torch.tensor(np.repeat(banks, 2, axis=0), dtype=torch.float32, device=device)
+    window = torch.tensor(povey_window()[1:], dtype=torch.float32, device=device)
+    # The mel matmul reads the spectrum as interleaved (re, im) pairs, so every bin's row is
+    # listed twice and the power needs no pair sum; 24 columns (one zero) run faster than 23.
+    banks = np.zeros((2 * (FFT_SIZE // 2 + 1), 24))
+    banks[:, :NUM_MEL_BINS] = np.repeat(kaldi_mel_banks(), 2, axis=0)
+    banks2 = torch.tensor(banks, dtype=torch.float32, device=device)
     dct = torch.tensor(lifted_dct(), dtype=torch.float32, device=device)
     return window, banks2, dct
 
 
-def _cepstra_1d(wav: torch.Tensor, frames: int) -> torch.Tensor:
+class _Workspace:
+    """Buffers reused across blocks and calls: fresh multi-megabyte tensors cost page faults
+    that take longer than the FFT itself. One per thread and device."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.frames = torch.zeros(_BLOCK_FRAMES, FFT_SIZE, dtype=torch.float32, device=device)
+        self.spec = torch.empty(
+            _BLOCK_FRAMES, FFT_SIZE // 2 + 1, dtype=torch.complex64, device=device
+        )
+        self.mel = torch.empty(_BLOCK_FRAMES, 24, dtype=torch.float32, device=device)
+
+
+_local = threading.local()
+
+
+def _workspace(device: torch.device) -> _Workspace:
+    spaces = _local.__dict__.setdefault("spaces", {})
+    if device not in spaces:
+        spaces[device] = _Workspace(device)
+    return spaces[device]
+
+
+def _cepstra_block(frames: torch.Tensor, dc: torch.Tensor, out: torch.Tensor) -> None:
+    """Cepstra of one block of at most _BLOCK_FRAMES frames into `out` (n, 13).
+
+    frames: (n, 400) raw samples (a strided view of the waveform); dc: (n,) the
+    (1 - 0.97) * mean correction of each frame."""
+    window, banks2, dct = _constants(out.device)
+    ws = _workspace(out.device)
+    n = frames.shape[0]
+    x = ws.frames[:n, 1:RECEPTIVE_FIELD]  # columns 0 and 400..511 stay zero
+    # Pre-emphasis of the DC-free frame equals pre-emphasis of the raw samples minus
+    # (1 - 0.97) * mean at every position; position 0 has window weight 0, so it drops out.
+    torch.sub(frames[:, 1:], frames[:, :-1], alpha=PREEMPHASIS, out=x)
+    x.sub_(dc[:, None]).mul_(window)
+    spec = ws.spec[:n]
+    torch.fft.rfft(ws.frames[:n], out=spec)
+    power = torch.view_as_real(spec).reshape(n, -1).square_()  # (n, 514): re^2, im^2
+    mel = torch.matmul(power, banks2, out=ws.mel[:n])[:, :NUM_MEL_BINS]  # (n, 23)
+    torch.matmul(mel.clamp_min_(_LOG_FLOOR).log_(), dct, out=out)
+
+
+def _frame_means(wav: torch.Tensor, frames: int) -> torch.Tensor:
+    """Mean of every frame, from sums of 80-sample blocks (80 divides both 400 and 160)."""
+    step = 80
+    blocks = wav[: (frames - 1) * MFCC_HOP + RECEPTIVE_FIELD].reshape(-1, step).sum(1)
+    per_hop, per_frame = MFCC_HOP // step, RECEPTIVE_FIELD // step
+    sums = blocks.unfold(0, per_frame, per_hop).sum(1)  # (frames,)
+    return sums / RECEPTIVE_FIELD
+
+
+def _cepstra_1d(wav: torch.Tensor, frames: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """13 lifted cepstra of one waveform (num_samples,) float32 -> (frames, 13)."""
-    window, banks2, dct = _constants(wav.device)
-    out = torch.empty(frames, NUM_CEPS, dtype=torch.float32, device=wav.device)
+    if out is None:
+        out = torch.empty(frames, NUM_CEPS, dtype=torch.float32, device=wav.device)
     if frames == 0:
         return out
-    used = (frames - 1) * MFCC_HOP + RECEPTIVE_FIELD
-    wav = wav[:used]
-    # DC offset of every frame from a float64 cumulative sum: O(samples), not O(frames * 400).
-    csum = torch.nn.functional.pad(torch.cumsum(wav.double(), 0), (1, 0))
-    starts = torch.arange(frames, device=wav.device) * MFCC_HOP
-    means = ((csum[starts + RECEPTIVE_FIELD] - csum[starts]) / RECEPTIVE_FIELD).float()
-    # Pre-emphasis on the DC-free frame equals pre-emphasis of the raw samples minus
-    # (1 - 0.97) * mean at every position; position 0 has window weight 0, so it drops out.
-    emph = wav[1:] - PREEMPHASIS * wav[:-1]  # emph[k] belongs to sample k + 1
-    emph_frames = emph.unfold(0, RECEPTIVE_FIELD - 1, MFCC_HOP)  # (frames, 399) view
-    dc = (1.0 - PREEMPHASIS) * means
-    w = window[1:]
-    block = min(frames, _BLOCK_FRAMES)
-    buf = torch.zeros(block, FFT_SIZE, dtype=torch.float32, device=wav.device)
-    for s in range(0, frames, block):
-        e = min(s + block, frames)
-        n = e - s
-        x = buf[:n, 1:RECEPTIVE_FIELD]
-        torch.sub(emph_frames[s:e], dc[s:e, None], out=x)
-        x.mul_(w)
-        spec = torch.fft.rfft(buf[:n])[:, 1 : FFT_SIZE // 2]  # (n, 255) complex
-        power = torch.view_as_real(spec).reshape(n, -1).square()  # (n, 510)
-        mel = (power @ banks2).clamp_min_(_LOG_FLOOR).log_()  # (n, 23)
-        torch.matmul(mel, dct, out=out[s:e])
+    wav = wav[: (frames - 1) * MFCC_HOP + RECEPTIVE_FIELD]
+    dc = (1.0 - PREEMPHASIS) * _frame_means(wav, frames)
+    frame_view = wav.unfold(0, RECEPTIVE_FIELD, MFCC_HOP)  # (frames, 400), no copy
+    for s in range(0, frames, _BLOCK_FRAMES):
+        e = min(s + _BLOCK_FRAMES, frames)
+        _cepstra_block(frame_view[s:e], dc[s:e], out[s:e])
     return out
 
 
-def compute_deltas(feats: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+def _deltas_1d(feats: torch.Tensor, out: torch.Tensor) -> None:
+    """Regression deltas (window 2) of (frames, dim) into `out`, edge frames replicated."""
+    frames = feats.shape[0]
+    padded = torch.cat(
+        [feats[:1].expand(DELTA_WINDOW, -1), feats, feats[-1:].expand(DELTA_WINDOW, -1)]
+    )  # (frames + 4, dim)
+    norm = 2.0 * sum(n * n for n in range(1, DELTA_WINDOW + 1))
+    c = DELTA_WINDOW
+    torch.sub(padded[c + 1 : c + 1 + frames], padded[c - 1 : c - 1 + frames], out=out)
+    for n in range(2, DELTA_WINDOW + 1):
+        out.add_(padded[c + n : c + n + frames], alpha=n)
+        out.sub_(padded[c - n : c - n + frames], alpha=n)
+    out.div_(norm)
+
+
+def compute_deltas(feats: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Regression deltas over time (window 2) with each utterance's own edge frames
-    replicated (torchaudio `compute_deltas`, mode="replicate"). feats: (batch, frames, dim)."""
+    replicated, as torchaudio `compute_deltas` (mode="replicate") on each utterance alone.
+    feats: (batch, frames, dim) -> same shape; frames past a row's length are zero."""
     batch, frames, _ = feats.shape
-    t = torch.arange(frames, device=feats.device)
-    last = (frame_lengths.to(feats.device).clamp_min(1) - 1)[:, None]  # (batch, 1)
-    norm = 2 * sum(n * n for n in range(1, DELTA_WINDOW + 1))
+    lengths = [frames] * batch if frame_lengths is None else [int(n) for n in frame_lengths]
     out = torch.zeros_like(feats)
-    for n in range(1, DELTA_WINDOW + 1):
-        ahead = torch.minimum(t[None] + n, last).clamp_min(0)  # (batch, frames)
-        behind = torch.minimum((t - n).clamp_min(0)[None], last)
-        gather = lambda idx: feats.gather(1, idx[..., None].expand(-1, -1, feats.shape[2]))  # noqa: E731
-        out += n * (gather(ahead) - gather(behind))
-    return out / norm
+    for b, n in enumerate(lengths):
+        if n > 0:
+            _deltas_1d(feats[b, :n], out[b, :n])
+    return out
+
+
+def _mfcc_1d(wav: torch.Tensor, frames: int, out: torch.Tensor) -> None:
+    """39-d MFCC of one waveform into `out` (frames, 39)."""
+    ceps = _cepstra_1d(wav, frames)  # (frames, 13)
+    out[:, :NUM_CEPS] = ceps
+    deltas = out[:, NUM_CEPS : 2 * NUM_CEPS]
+    _deltas_1d(ceps, deltas)
+    _deltas_1d(deltas, out[:, 2 * NUM_CEPS :])
 
 
 def compute_mfcc(
@@ -150,12 +206,13 @@ def compute_mfcc(
     waveforms: (batch, samples) or (samples,) float in [-1, 1] (as soundfile reads it);
     lengths: (batch,) valid samples per row (default: all). Runs on the waveforms' device.
     Returns (feats (batch, frames, 39) float32, frame_lengths (batch,) long); frames past a
-    row's length are zero. Frame count per row: floor((n - 400) / 160) + 1."""
+    row's length are zero. Frames per row: floor((n - 400) / 160) + 1 (0 below 400 samples)."""
     wav = torch.as_tensor(waveforms)
     if wav.dim() == 1:
         wav = wav[None]
     if wav.dim() != 2:
-        raise ValueError(f"waveforms must be (batch, samples) or (samples,), got {tuple(wav.shape)}")
+        shape = tuple(wav.shape)
+        raise ValueError(f"waveforms must be (batch, samples) or (samples,), got {shape}")
     wav = wav.to(torch.float32)
     if lengths is None:
         lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long)
@@ -166,19 +223,34 @@ def compute_mfcc(
         raise ValueError(f"lengths must lie in [0, {wav.shape[1]}], got {lengths.tolist()}")
     frame_lengths = torch.tensor([mfcc_num_frames(int(n)) for n in lengths], dtype=torch.long)
     max_frames = int(frame_lengths.max()) if len(frame_lengths) else 0
-    ceps = torch.zeros(wav.shape[0], max_frames, NUM_CEPS, dtype=torch.float32, device=wav.device)
+    feats = torch.zeros(wav.shape[0], max_frames, MFCC_DIM, dtype=torch.float32, device=wav.device)
     for b, n in enumerate(frame_lengths.tolist()):
-        ceps[b, :n] = _cepstra_1d(wav[b], n)
-    frame_lengths_dev = frame_lengths.to(wav.device)
-    deltas = compute_deltas(ceps, frame_lengths_dev)
-    ddeltas = compute_deltas(deltas, frame_lengths_dev)
-    feats = torch.cat([ceps, deltas, ddeltas], dim=-1)  # (batch, frames, 39)
-    pad = torch.arange(max_frames, device=wav.device)[None] >= frame_lengths_dev[:, None]
-    feats[pad] = 0.0
+        if n > 0:
+            _mfcc_1d(wav[b], n, feats[b, :n])
     return feats, frame_lengths
 
 
 def mfcc_of_waveform(wav: np.ndarray | torch.Tensor) -> np.ndarray:
     """39-d MFCC of one waveform (num_samples,) -> (frames, 39) float32 numpy array."""
-    feats, _ = compute_mfcc(torch.as_tensor(wav)[None])
-    return feats[0].cpu().numpy()
+    wav = torch.as_tensor(wav, dtype=torch.float32)
+    frames = mfcc_num_frames(wav.shape[0])
+    out = torch.empty(frames, MFCC_DIM, dtype=torch.float32, device=wav.device)
+    if frames > 0:
+        _mfcc_1d(wav, frames, out)
+    return out.cpu().numpy()
+
+
+class MfccExtractor:
+    """The feature-store extractor for 39-d MFCC at 100 Hz."""
+
+    dim = MFCC_DIM
+    frame_rate_hz = SAMPLE_RATE // MFCC_HOP
+
+    def settings(self) -> dict:
+        return {"kind": "mfcc", "dim": MFCC_DIM, "frame_rate_hz": self.frame_rate_hz}
+
+    def num_frames(self, num_samples: int) -> int:
+        return mfcc_num_frames(num_samples)
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        return mfcc_of_waveform(wav)

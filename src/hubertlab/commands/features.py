@@ -1,0 +1,76 @@
+"""hubertlab features MANIFEST OUT_DIR --kind mfcc|layer [--checkpoint C --layer L]"""
+
+from __future__ import annotations
+
+import argparse
+
+from hubertlab.features.store import DTYPES, FeatureStore, extract_features_to_store
+
+
+def add_shard_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", type=int, default=0, help="which shard to run (0-based)")
+    p.add_argument("--num-shards", type=int, default=1, help="shards the manifest is cut into")
+
+
+def add_extractor_arguments(p: argparse.ArgumentParser, *, kind_required: bool) -> None:
+    p.add_argument(
+        "--kind", choices=("mfcc", "layer"), required=kind_required,
+        help="39-d MFCC at 100 Hz, or the output of a model layer at 50 Hz",
+    )  # fmt: skip
+    p.add_argument("--checkpoint", help="model for --kind layer (ours, transformers, fairseq)")
+    p.add_argument("--layer", type=int, help="transformer layer (1-based) for --kind layer")
+    p.add_argument("--device", help="torch device for layer features (default: cuda if any)")
+    p.add_argument("--bf16", action="store_true", help="layer features under bf16 autocast")
+    p.add_argument("--chunk-seconds", type=float, default=30.0, help="long files in chunks")
+    p.add_argument("--context-seconds", type=float, default=2.0, help="context at chunk borders")
+    p.add_argument(
+        "--threads", type=int,
+        help="torch intra-op threads (1 is fastest for MFCC when other jobs load the CPU)",
+    )  # fmt: skip
+
+
+def build_extractor(args: argparse.Namespace):
+    """The extractor named by --kind / --checkpoint / --layer (and --threads for torch)."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.kind == "mfcc":
+        if args.checkpoint or args.layer is not None:
+            raise ValueError("--checkpoint and --layer go with --kind layer, not mfcc")
+        from hubertlab.features.mfcc import MfccExtractor
+
+        return MfccExtractor()
+    if not args.checkpoint or args.layer is None:
+        raise ValueError("--kind layer needs --checkpoint and --layer")
+    from hubertlab.features.hidden import LayerExtractor
+
+    return LayerExtractor(
+        args.checkpoint, args.layer, device=args.device,
+        dtype="bfloat16" if args.bf16 else "float32",
+        chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds,
+    )  # fmt: skip
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="manifest (.csv, .tsv, .jsonl)")
+    p.add_argument("out_dir", help="feature store folder (shards are written side by side)")
+    add_extractor_arguments(p, kind_required=True)
+    add_shard_arguments(p)
+    p.add_argument("--dtype", choices=DTYPES, default="float16", help="storage precision")
+
+
+def run(args: argparse.Namespace) -> int:
+    index = extract_features_to_store(
+        args.manifest, args.out_dir, build_extractor(args), args.shard, args.num_shards,
+        args.dtype,
+    )  # fmt: skip
+    print(f"shard {args.shard} of {args.num_shards} done -> {index}")
+    try:
+        store = FeatureStore.open(args.out_dir)
+    except ValueError:
+        return 0  # other shards still running
+    print(f"store complete: {len(store)} utterances, {store.num_frames} frames x {store.dim}")
+    return 0

@@ -1,0 +1,106 @@
+"""Layer features: the output of transformer layer L of a HuBERT model, at 50 Hz.
+
+Long files run in chunks whose borders sit on multiples of the 320-sample hop, so chunk
+frame j is exactly frame (start + j) of the whole file; each chunk gets `context_seconds` of
+extra audio on both sides whose frames are dropped, so the attention context at a border is
+(nearly) what the whole file would give. The frame count is always num_frames(num_samples).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hubertlab.constants import FRAME_HOP, LABEL_RATE_HZ, RECEPTIVE_FIELD, num_frames
+from hubertlab.data.audio import standardize_waveform
+
+
+class LayerExtractor:
+    """Feature-store extractor for layer `layer` of a model (or any checkpoint
+    `hubertlab.models.checkpoint.from_pretrained` reads)."""
+
+    frame_rate_hz = LABEL_RATE_HZ
+
+    def __init__(
+        self,
+        model: torch.nn.Module | str | Path,
+        layer: int,
+        *,
+        device: str | None = None,
+        dtype: str = "float32",
+        chunk_seconds: float = 30.0,
+        context_seconds: float = 2.0,
+    ) -> None:
+        from hubertlab.models.checkpoint import from_pretrained
+
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        if chunk_seconds <= 0 or context_seconds < 0:
+            raise ValueError(
+                f"need chunk_seconds > 0 and context_seconds >= 0, got {chunk_seconds}, "
+                f"{context_seconds}"
+            )
+        self.checkpoint = None if isinstance(model, torch.nn.Module) else str(model)
+        if self.checkpoint is not None:
+            if not Path(self.checkpoint).exists():
+                raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
+            model = from_pretrained(self.checkpoint, keep_head=False)
+        num_layers = model.cfg.num_layers
+        if not 1 <= layer <= num_layers:
+            raise ValueError(f"layer must be in [1, {num_layers}] for this model, got {layer}")
+        # A shallow copy shares the weights; the waveform is standardised here, over the whole
+        # file, so per-chunk standardisation inside the model is switched off on the copy.
+        self.standardize = bool(model.cfg.normalize_waveform)
+        self.model = copy.copy(model)
+        self.model.cfg = dataclasses.replace(model.cfg, normalize_waveform=False)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device).eval()
+        self.layer = layer
+        self.dim = model.cfg.hidden_dim
+        self.dtype = dtype
+        self.chunk_frames = max(1, round(chunk_seconds * LABEL_RATE_HZ))
+        self.context_frames = round(context_seconds * LABEL_RATE_HZ)
+
+    def settings(self) -> dict:
+        return {
+            "kind": "layer", "layer": self.layer, "checkpoint": self.checkpoint,
+            "dim": self.dim, "frame_rate_hz": self.frame_rate_hz,
+        }  # fmt: skip
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_frames(num_samples)
+
+    @torch.inference_mode()
+    def _run(self, wav: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"
+        ):
+            hidden, _ = self.model.extract_features(wav[None], output_layer=self.layer)
+        return hidden[self.layer][0].float()  # (frames, dim)
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        """(num_samples,) float32 waveform -> (num_frames(num_samples), dim) float32."""
+        total = num_frames(len(wav))
+        if total == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self.standardize:
+            wav = standardize_waveform(wav)
+        wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(self.device)
+        out = np.empty((total, self.dim), np.float32)
+        for first in range(0, total, self.chunk_frames):
+            last = min(first + self.chunk_frames, total)  # output frames [first, last)
+            lo = max(0, first - self.context_frames)
+            hi = min(total, last + self.context_frames)  # input frames [lo, hi)
+            piece = wav_t[lo * FRAME_HOP : (hi - 1) * FRAME_HOP + RECEPTIVE_FIELD]
+            feats = self._run(piece)
+            if feats.shape[0] != hi - lo:
+                raise ValueError(
+                    f"model gave {feats.shape[0]} frames for {len(piece)} samples, expected "
+                    f"{hi - lo}; its CNN does not have a 400-sample window and 320-sample hop"
+                )
+            out[first:last] = feats[first - lo : last - lo].cpu().numpy()
+        return out
