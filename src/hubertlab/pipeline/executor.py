@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SlurmConfig:
-    """SLURM settings; shards become an array job, training one multi-node job."""
+    """SLURM settings; shards become an array job, training one multi-node job
+    (through hubertlab.train.launch.submit)."""
 
     partition: str = ""
     account: str = ""
@@ -101,27 +102,6 @@ def run_shards(
         futures = [pool.submit(fn, shard, num_shards, *args) for shard in range(num_shards)]
         for future in futures:
             future.result()
-
-
-def run_job(
-    cfg: ExecutorConfig,
-    fn: Callable[..., Any],
-    args: tuple,
-    log_dir: Path,
-    name: str,
-    *,
-    distributed: bool = False,
-) -> Any:
-    """Run one function here (local) or as one SLURM job (multi-node when `distributed`)."""
-    if cfg.kind == "local":
-        return fn(*args)
-    gpus = cfg.slurm.gpus_per_node if distributed else min(1, cfg.slurm.gpus_per_node)
-    executor = _submitit_executor(
-        cfg.slurm, log_dir, name, gpus=gpus, nodes=cfg.slurm.nodes if distributed else 1
-    )
-    job = executor.submit(fn, *args)
-    log.info("%s: submitted SLURM job %s", name, job.job_id)
-    return job.result()
 
 
 def _submitit_executor(slurm: SlurmConfig, log_dir: Path, name: str, *, gpus: int, nodes: int = 1):

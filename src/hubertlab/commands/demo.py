@@ -1,0 +1,32 @@
+"""hubertlab demo [OUT]"""
+
+from __future__ import annotations
+
+import argparse
+
+from hubertlab.pipeline.demo import DemoSettings, run_demo
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DemoSettings()
+    p.add_argument("out", nargs="?", default="demo", help="output folder (default: demo)")
+    p.add_argument("--train-minutes", type=float, default=d.train_minutes)
+    p.add_argument("--eval-minutes", type=float, default=d.eval_minutes)
+    p.add_argument("--speakers", type=int, default=d.speakers)
+    p.add_argument("--steps", type=int, default=d.train_steps, help="training steps/iteration")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="processes (0: one per core)")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = DemoSettings(
+        train_minutes=args.train_minutes,
+        eval_minutes=args.eval_minutes,
+        speakers=args.speakers,
+        train_steps=args.steps,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    report = run_demo(args.out, settings)
+    print(f"report: {report}")
+    return 0

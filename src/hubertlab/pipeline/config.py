@@ -1,0 +1,133 @@
+"""The pipeline config: the corpus, the iterations, the training settings they share, and where
+the work runs. Relative paths are taken relative to the config file's folder."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hubertlab.config import ConfigError, from_dict, read_toml
+from hubertlab.pipeline.executor import ExecutorConfig
+
+
+@dataclass(frozen=True)
+class CorpusPaths:
+    train_manifest: Path
+    valid_manifest: Path  # validation loss/accuracy and the best checkpoint
+    # A held-out corpus for unit quality (needs phones) and ABX (needs the item file).
+    eval_manifest: Path | None = None
+    eval_phones: Path | None = None  # phones.jsonl, as the demo corpus writes
+    eval_abx_item: Path | None = None  # ZeroSpeech item file
+
+    def __post_init__(self) -> None:
+        if self.eval_manifest is None and (self.eval_phones or self.eval_abx_item):
+            raise ValueError("eval_phones / eval_abx_item need eval_manifest")
+
+
+@dataclass(frozen=True)
+class IterationConfig:
+    """One HuBERT iteration: targets (features -> k-means -> units), then training."""
+
+    # "mfcc": 39-d MFCC at 100 Hz (taken every 2nd frame); "layer": hidden states of a model.
+    features: Literal["mfcc", "layer"] = "mfcc"
+    # Layer of the previous iteration's model (or of `checkpoint`): a number, or "best" (by ABX).
+    layer: int | str = "best"
+    # Take layer features from this model instead of the previous iteration's (e.g. WavLM).
+    checkpoint: Path | None = None
+    num_units: int = 100
+    kmeans_fraction: float = 0.1  # of the training utterances, seeded
+    kmeans_max_memory_gb: float = 2.0
+    kmeans_max_iter: int = 100
+    # "previous": continue from the previous iteration's best weights with a new head.
+    init: Literal["scratch", "previous"] = "scratch"
+    # Overrides of the [train] tables for this iteration, e.g. {optim = {max_steps = 400}}.
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layer, str) and self.layer != "best":
+            raise ValueError(f"layer must be a number or 'best', got {self.layer!r}")
+        if isinstance(self.layer, int) and self.layer < 0:
+            raise ValueError(f"layer must be >= 0, got {self.layer}")
+        if self.num_units < 2:
+            raise ValueError(f"num_units must be >= 2, got {self.num_units}")
+        if not 0 < self.kmeans_fraction <= 1:
+            raise ValueError(f"kmeans_fraction must be in (0, 1], got {self.kmeans_fraction}")
+        if self.kmeans_max_memory_gb <= 0 or self.kmeans_max_iter < 1:
+            raise ValueError("kmeans_max_memory_gb must be > 0 and kmeans_max_iter >= 1")
+
+
+@dataclass(frozen=True)
+class AbxSection:
+    enabled: bool = True
+    # Subsampling as the Libri-Light reference does (10 tokens, 5 X speakers); None: all tokens.
+    max_tokens_per_group: int | None = None
+    max_x_speakers: int | None = None
+    speaker_modes: tuple[str, ...] = ("within", "across")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    out_dir: Path
+    corpus: CorpusPaths
+    iterations: tuple[IterationConfig, ...]
+    # The [train] tables shared by every iteration ([train.model], [train.optim], [train.run],
+    # [train.data] minus the paths, which the pipeline fills in).
+    train: dict[str, Any] = field(default_factory=dict)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    abx: AbxSection = field(default_factory=AbxSection)
+    seed: int = 0
+    feature_dtype: Literal["float16", "float32"] = "float16"
+    # Also cluster the last model's best layer: the units a next iteration would train on.
+    final_units: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.iterations:
+            raise ValueError("iterations: give at least one [[iterations]] table")
+        first = self.iterations[0]
+        if first.features == "layer" and first.checkpoint is None:
+            raise ValueError("iterations[0]: layer features need a checkpoint in iteration 1")
+        if first.init == "previous":
+            raise ValueError("iterations[0]: init = 'previous' needs a previous iteration")
+        if any(it.layer == "best" and it.checkpoint is not None for it in self.iterations):
+            raise ValueError(
+                "iterations: layer = 'best' is chosen by ABX of our own models; "
+                "give a layer number with checkpoint"
+            )
+        if any(it.layer == "best" for it in self.iterations) and not self.abx.enabled:
+            raise ValueError("layer = 'best' needs abx.enabled and corpus.eval_abx_item")
+
+    def iteration_dir(self, k: int) -> Path:
+        """Outputs of iteration k (1-based)."""
+        return self.out_dir / f"iteration{k}"
+
+
+def _resolve(data: dict[str, Any], base: Path, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    """Read and check a pipeline TOML; every iteration's training config is built and checked
+    too, so a bad key fails before any work, naming it."""
+    path = Path(path)
+    data = copy.deepcopy(read_toml(path))
+    base = path.resolve().parent
+    _resolve(data, base, ("out_dir",))
+    if isinstance(data.get("corpus"), dict):
+        _resolve(data["corpus"], base, tuple(f.name for f in dataclasses.fields(CorpusPaths)))
+    for it in data.get("iterations", []) if isinstance(data.get("iterations"), list) else []:
+        if isinstance(it, dict):
+            _resolve(it, base, ("checkpoint",))
+    cfg = from_dict(PipelineConfig, data, where=str(path))
+    from hubertlab.pipeline.steps import train_config
+
+    for k in range(1, len(cfg.iterations) + 1):
+        try:
+            train_config(cfg, k)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: iteration {k}: {e}") from None
+    return cfg

@@ -1,0 +1,191 @@
+"""The run's report: report.md plus PNGs, from what the steps left on disk. Numbers come from
+the run as they are; a missed target shows as missed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hubertlab.fileio import atomic_write_text
+from hubertlab.pipeline.config import PipelineConfig
+from hubertlab.pipeline.runner import Step, read_done, step_state
+from hubertlab.train.metrics import read_metrics
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _units_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
+    lines = [
+        "| units | made from | k | PNMI | phone purity | cluster purity | perplexity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in range(1, num_iterations + 2):
+        root = cfg.iteration_dir(k)
+        quality, source = (
+            _json(root / "quality" / "quality.json"),
+            _json(root / "features" / "DONE.json"),
+        )
+        if quality is None or source is None:
+            continue
+        spec = source["summary"]
+        made_from = (
+            "MFCC"
+            if spec["kind"] == "mfcc"
+            else (f"iteration {k - 1} model, layer {spec['layer']}")
+        )
+        label = f"iteration {k} targets" if k <= num_iterations else "next iteration's targets"
+        lines.append(
+            f"| {label} | {made_from} | {quality.get('num_units', '-')} "
+            f"| {_fmt(quality.get('pnmi'), 3)} | {_fmt(quality.get('phone_purity'), 3)} "
+            f"| {_fmt(quality.get('cluster_purity'), 3)} | {_fmt(quality.get('perplexity'), 1)} |"
+        )
+    return lines
+
+
+def _abx_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
+    lines = ["| features | within-speaker ABX (%) | across-speaker ABX (%) |", "|---|---|---|"]
+    baseline = _json(cfg.out_dir / "baseline" / "abx.json")
+    if baseline is not None:
+        best = baseline["best"]
+        lines.append(f"| MFCC (baseline) | {_fmt(best['within'])} | {_fmt(best['across'])} |")
+    for k in range(1, num_iterations + 1):
+        report = _json(cfg.iteration_dir(k) / "abx" / "abx.json")
+        if report is None:
+            continue
+        best_layer = report["best"]["layer"]
+        for score in report["scores"]:
+            mark = " (best)" if score["layer"] == best_layer else ""
+            within = score.get("within", {}).get("error_percent")
+            across = score.get("across", {}).get("error_percent")
+            lines.append(
+                f"| iteration {k}, {score['name']}{mark} | {_fmt(within)} | {_fmt(across)} |"
+            )
+    return lines
+
+
+def _plot_training(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = False
+    for k in range(1, num_iterations + 1):
+        path = cfg.iteration_dir(k) / "train" / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        records = read_metrics(path)
+        for split, style in (("train", "-"), ("valid", "o--")):
+            rows = [r for r in records if r.get("split") == split and "loss" in r]
+            if not rows:
+                continue
+            steps = [r["step"] for r in rows]
+            ax_loss.plot(steps, [r["loss"] for r in rows], style, label=f"it{k} {split}", ms=3)
+            if "masked_acc" in rows[0]:
+                ax_acc.plot(
+                    steps,
+                    [100 * r["masked_acc"] for r in rows],
+                    style,
+                    label=f"it{k} {split}",
+                    ms=3,
+                )
+            drawn = True
+    ax_loss.set(xlabel="step", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="step", ylabel="masked accuracy (%)", title="masked-frame accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    baseline = _json(cfg.out_dir / "baseline" / "abx.json")
+    drawn = False
+    for ax, mode in zip(axes, ("within", "across"), strict=True):
+        for k in range(1, num_iterations + 1):
+            report = _json(cfg.iteration_dir(k) / "abx" / "abx.json")
+            if report is None:
+                continue
+            points = [(s["layer"], s[mode]["error_percent"]) for s in report["scores"] if mode in s]
+            if points:
+                layers, errors = zip(*points, strict=True)
+                ax.plot(layers, errors, "o-", label=f"iteration {k}")
+                drawn = True
+        if baseline is not None and baseline["best"].get(mode) is not None:
+            ax.axhline(baseline["best"][mode], color="k", ls="--", label="MFCC")
+        ax.set(xlabel="layer", ylabel="ABX error (%)", title=f"{mode}-speaker ABX")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None) -> Path:
+    """Write report.md (and training.png, abx.png) into `out` (default: the run folder)."""
+    out = out or cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(cfg.iterations)
+    lines = [
+        f"# hubertlab run: {cfg.out_dir.name}",
+        "",
+        f"{n} iteration(s); corpus: `{cfg.corpus.train_manifest}` (train), "
+        f"`{cfg.corpus.eval_manifest}` (held-out evaluation).",
+        "",
+        "## Unit quality on the held-out corpus",
+        "",
+        *_units_table(cfg, n),
+        "",
+        "## ABX per layer on the held-out corpus",
+        "",
+        *_abx_table(cfg, n),
+        "",
+    ]
+    if _plot_abx(cfg, n, out / "abx.png"):
+        lines += ["![ABX per layer](abx.png)", ""]
+    lines += ["## Training", ""]
+    for k in range(1, n + 1):
+        best = _json(cfg.iteration_dir(k) / "model" / "DONE.json")
+        if best is not None:
+            s = best["summary"]
+            lines.append(
+                f"- iteration {k}: best checkpoint `{Path(s['checkpoint']).name}`"
+                + (
+                    f", validation loss {_fmt(s.get('valid_loss'), 3)}"
+                    if s.get("valid_loss") is not None
+                    else ""
+                )
+            )
+    if _plot_training(cfg, n, out / "training.png"):
+        lines += ["", "![loss and accuracy](training.png)"]
+    lines += ["", "## Wall time of every step", "", "| step | state | seconds |", "|---|---|---|"]
+    total = 0.0
+    for step in steps:
+        state = step_state(step)
+        seconds = read_done(step)["seconds"] if state == "done" else None
+        total += seconds or 0.0
+        lines.append(f"| {step.name} | {state} | {_fmt(seconds, 1)} |")
+    lines += [f"| total | | {total:.1f} |", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,175 @@
+"""The pipeline: config checks, status, and a killed run that ends like an uninterrupted one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubertlab.config import ConfigError
+from hubertlab.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
+from hubertlab.data.manifest import read_manifest, write_manifest
+from hubertlab.data.scan import split_rows
+from hubertlab.pipeline.config import load_pipeline_config
+from hubertlab.pipeline.run import pipeline_status
+
+SMALL_MODEL = """
+[train.model]
+preset = "tiny"
+[train.model.overrides]
+conv_channels = [32, 32, 32, 32, 32, 32, 32]
+hidden_dim = 64
+num_layers = 2
+num_heads = 2
+ffn_dim = 128
+final_dim = 32
+pos_conv_kernel = 16
+pos_conv_groups = 4
+dropout = 0.0
+attention_dropout = 0.0
+input_dropout = 0.0
+"""
+
+CONFIG = (
+    """
+out_dir = "run"
+seed = 0
+[corpus]
+train_manifest = "corpus/train/manifest.train.csv"
+valid_manifest = "corpus/train/manifest.valid.csv"
+eval_manifest = "corpus/eval/manifest.csv"
+eval_phones = "corpus/eval/phones.jsonl"
+eval_abx_item = "corpus/eval/abx.item"
+[executor]
+kind = "local"
+workers = 1
+[train.data]
+min_crop_seconds = 1.0
+max_crop_seconds = 2.0
+batch_seconds = 8.0
+num_workers = 0
+[train.optim]
+lr = 2e-3
+max_steps = 12
+[train.run]
+precision = "fp32"
+ckpt_every = 4
+valid_every = 4
+log_every = 2
+progress_bar = false
+num_threads = 1
+[[iterations]]
+features = "mfcc"
+num_units = 12
+kmeans_fraction = 1.0
+[[iterations]]
+features = "layer"
+layer = "best"
+num_units = 12
+kmeans_fraction = 1.0
+init = "previous"
+"""
+    + SMALL_MODEL
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    for split, minutes in (("train", 0.6), ("eval", 0.3)):
+        build_demo_corpus(
+            root / "corpus" / split,
+            DemoCorpusConfig(minutes=minutes, speakers=4, split=split),
+            workers=1,
+        )
+    rows = list(read_manifest(root / "corpus" / "train" / "manifest.csv"))
+    train, valid = split_rows(rows, valid_fraction=0.2, seed=0)
+    write_manifest(train, root / "corpus" / "train" / "manifest.train.csv")
+    write_manifest(valid, root / "corpus" / "train" / "manifest.valid.csv")
+    return root
+
+
+def _config(root: Path, name: str, text: str = CONFIG) -> Path:
+    path = root / f"{name}.toml"
+    path.write_text(text.replace('out_dir = "run"', f'out_dir = "{name}"'))
+    return path
+
+
+def test_config_errors_name_the_key(corpus):
+    bad = _config(corpus, "bad1", CONFIG.replace("seed = 0", "seed = 0\nsed = 1"))
+    with pytest.raises(ConfigError, match="unknown key 'sed'"):
+        load_pipeline_config(bad)
+    bad = _config(corpus, "bad2", CONFIG.replace("max_steps = 12", "max_step = 12"))
+    with pytest.raises(ConfigError, match="iteration 1: .*unknown key 'max_step'"):
+        load_pipeline_config(bad)
+    bad = _config(corpus, "bad3", CONFIG.replace('layer = "best"', 'layer = "top"'))
+    with pytest.raises(ConfigError, match="layer must be a number or 'best'"):
+        load_pipeline_config(bad)
+    bad = _config(corpus, "bad4", CONFIG.replace("[train.data]", "[train.data]\nnum_units = [3]"))
+    with pytest.raises(ConfigError, match="num_units: set by the pipeline"):
+        load_pipeline_config(bad)
+
+
+def _run(config: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hubertlab.cli", "pipeline", str(config)],
+        cwd=config.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def _fingerprint(run_dir: Path) -> dict[str, str]:
+    """Hashes of what the run produced: models, k-means, units, ABX and quality numbers."""
+    out = {}
+    for pattern in (
+        "*/model/model.safetensors",
+        "*/kmeans/model/*.npy",
+        "*/units/*.jsonl",
+        "*/abx/abx.json",
+        "*/quality/quality.json",
+        "baseline/abx.json",
+    ):
+        for path in sorted(run_dir.glob(pattern)):
+            out[str(path.relative_to(run_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
+    straight = _config(corpus, "straight")
+    proc = _run(straight)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    expected = _fingerprint(corpus / "straight")
+    assert any("iteration2/model" in k for k in expected) and any("abx" in k for k in expected)
+    assert "done" in pipeline_status(straight) and "pending" not in pipeline_status(straight)
+
+    killed = _config(corpus, "killed")
+    kills = 0
+    for delay in (4.0, 9.0, 7.0, 11.0, 6.0, 13.0, 8.0, 30.0, 60.0, 120.0):
+        proc = _run(killed)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            continue
+        assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
+        break
+    else:
+        pytest.fail("the pipeline never finished")
+    assert kills >= 2
+    assert _fingerprint(corpus / "killed") == expected
+    report = (corpus / "killed" / "report.md").read_text()
+    assert "PNMI" in report and "iteration 2" in report
+    assert json.loads((corpus / "killed" / "iteration1" / "abx" / "best_layer.json").read_text())
