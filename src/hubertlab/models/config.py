@@ -65,8 +65,16 @@ class HubertConfig:
                 "conv_channels, conv_kernels and conv_strides must be non-empty and equally long "
                 f"(got {n_conv}, {len(self.conv_kernels)}, {len(self.conv_strides)})"
             )
-        for name in ("hidden_dim", "num_layers", "num_heads", "ffn_dim", "final_dim",
-                     "pos_conv_kernel", "pos_conv_groups", "mask_length"):
+        for name in (
+            "hidden_dim",
+            "num_layers",
+            "num_heads",
+            "ffn_dim",
+            "final_dim",
+            "pos_conv_kernel",
+            "pos_conv_groups",
+            "mask_length",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_dim % self.num_heads:
@@ -78,8 +86,14 @@ class HubertConfig:
                 f"hidden_dim ({self.hidden_dim}) must be divisible by pos_conv_groups "
                 f"({self.pos_conv_groups})"
             )
-        for name in ("dropout", "attention_dropout", "activation_dropout", "input_dropout",
-                     "layerdrop", "mask_prob"):
+        for name in (
+            "dropout",
+            "attention_dropout",
+            "activation_dropout",
+            "input_dropout",
+            "layerdrop",
+            "mask_prob",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.num_units or min(self.num_units) < 1:
@@ -115,24 +129,49 @@ class HubertConfig:
 
 
 _LARGE_COMMON = dict(
-    conv_norm="layer", conv_bias=True, pre_ln=True, dropout=0.0, attention_dropout=0.0,
-    activation_dropout=0.0, input_dropout=0.0, layerdrop=0.0, normalize_waveform=True,
+    conv_norm="layer",
+    conv_bias=True,
+    pre_ln=True,
+    dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    input_dropout=0.0,
+    layerdrop=0.0,
+    normalize_waveform=True,
 )
 
 PRESETS: dict[str, HubertConfig] = {
     "base": HubertConfig(),
     "large": HubertConfig(
-        hidden_dim=1024, num_layers=24, num_heads=16, ffn_dim=4096, final_dim=768,
+        hidden_dim=1024,
+        num_layers=24,
+        num_heads=16,
+        ffn_dim=4096,
+        final_dim=768,
         **_LARGE_COMMON,
     ),
     "xlarge": HubertConfig(
-        hidden_dim=1280, num_layers=48, num_heads=16, ffn_dim=5120, final_dim=1024,
+        hidden_dim=1280,
+        num_layers=48,
+        num_heads=16,
+        ffn_dim=5120,
+        final_dim=1024,
         **_LARGE_COMMON,
     ),
     # Trains in minutes on 2 CPU cores (REFERENCE 11); the unmasked loss is what makes it learn.
     "tiny": HubertConfig(
-        conv_channels=(128,) * 7, hidden_dim=256, num_layers=4, num_heads=4, ffn_dim=1024,
-        final_dim=128, pos_conv_kernel=128, pos_conv_groups=16, dropout=0.05,
-        attention_dropout=0.05, input_dropout=0.05, layerdrop=0.0, unmasked_weight=1.0,
+        conv_channels=(128,) * 7,
+        hidden_dim=256,
+        num_layers=4,
+        num_heads=4,
+        ffn_dim=1024,
+        final_dim=128,
+        pos_conv_kernel=128,
+        pos_conv_groups=16,
+        dropout=0.05,
+        attention_dropout=0.05,
+        input_dropout=0.05,
+        layerdrop=0.0,
+        unmasked_weight=1.0,
     ),
 }

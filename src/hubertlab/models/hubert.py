@@ -35,7 +35,7 @@ class HubertOutput:
     them across ranks: loss = loss_sum / global num_masked + weight * feature_penalty."""
 
     loss_sum: torch.Tensor | None  # masked CE + unmasked_weight * unmasked CE, summed over sets
-    num_masked: torch.Tensor  # masked valid frames (counted once, not per unit set)
+    num_masked: torch.Tensor  # masked labelled frames of unit set 0 (not summed over sets)
     num_unmasked: torch.Tensor
     feature_penalty: torch.Tensor  # mean squared CNN feature over valid frames (fp32 scalar)
     correct_masked: torch.Tensor | None  # argmax hits on masked frames, summed over unit sets
@@ -57,16 +57,26 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(
-                cfg.hidden_dim, cfg.num_heads, cfg.ffn_dim, pre_ln=cfg.pre_ln,
-                dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-                activation_dropout=cfg.activation_dropout, eps=cfg.layer_norm_eps,
+                cfg.hidden_dim,
+                cfg.num_heads,
+                cfg.ffn_dim,
+                pre_ln=cfg.pre_ln,
+                dropout=cfg.dropout,
+                attention_dropout=cfg.attention_dropout,
+                activation_dropout=cfg.activation_dropout,
+                eps=cfg.layer_norm_eps,
             )
             for _ in range(cfg.num_layers)
         )
 
     def forward(
-        self, x: torch.Tensor, valid: torch.Tensor | None, *, num_layers: int | None = None,
-        skip: list[bool] | None = None, keep_all: bool = False,
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor | None,
+        *,
+        num_layers: int | None = None,
+        skip: list[bool] | None = None,
+        keep_all: bool = False,
     ) -> list[torch.Tensor]:
         """Run layers 1..num_layers on x (batch, frames, dim); `valid` (batch, frames) bool or
         None when nothing is padded. Returns [input, layer outputs...] if keep_all, else
@@ -96,8 +106,11 @@ class HubertModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.cnn = ConvFeatureEncoder(
-            cfg.conv_channels, cfg.conv_kernels, cfg.conv_strides,
-            norm=cfg.conv_norm, bias=cfg.conv_bias,
+            cfg.conv_channels,
+            cfg.conv_kernels,
+            cfg.conv_strides,
+            norm=cfg.conv_norm,
+            bias=cfg.conv_bias,
         )
         self.feature_norm = nn.LayerNorm(cfg.conv_dim, eps=cfg.layer_norm_eps)  # fairseq layer_norm
         self.feature_proj = nn.Linear(cfg.conv_dim, cfg.hidden_dim)  # fairseq post_extract_proj
@@ -146,6 +159,10 @@ class HubertModel(nn.Module):
         """CNN features (batch, frames, channels), valid mask or None, frame lengths."""
         if waveforms.dim() != 2:
             raise ValueError(f"waveforms must be (batch, samples), got {tuple(waveforms.shape)}")
+        if int(self.frame_lengths(torch.tensor(waveforms.shape[1]))) < 1:
+            raise ValueError(
+                f"waveforms of {waveforms.shape[1]} samples are shorter than one CNN frame"
+            )
         if lengths is not None:
             lengths = lengths.to(waveforms.device)
             if bool((lengths >= waveforms.shape[1]).all()):
@@ -174,7 +191,10 @@ class HubertModel(nn.Module):
         return features, frame_lengths
 
     def extract_features(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, *,
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        *,
         output_layer: int | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Hidden states [Transformer input, layer 1, ..., layer L] (each (batch, frames, dim))
@@ -182,7 +202,9 @@ class HubertModel(nn.Module):
         entries). No masking, no layerdrop; call model.eval() for dropout-free features."""
         num_layers = self.cfg.num_layers if output_layer is None else output_layer
         if not 0 <= num_layers <= self.cfg.num_layers:
-            raise ValueError(f"output_layer must be in [0, {self.cfg.num_layers}], got {output_layer}")
+            raise ValueError(
+                f"output_layer must be in [0, {self.cfg.num_layers}], got {output_layer}"
+            )
         features, valid, frame_lengths = self._cnn(waveforms, lengths)
         x = self.feature_proj(self.feature_norm(features))
         hidden = self.encoder(x, valid, num_layers=num_layers, keep_all=True)
@@ -190,8 +212,11 @@ class HubertModel(nn.Module):
 
     # ---------------------------------------------------------------- pretraining
     def forward(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None,
-        labels: list[torch.Tensor] | None = None, mask: bool = True,
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        labels: list[torch.Tensor] | None = None,
+        mask: bool = True,
         generator: torch.Generator | None = None,
         layerdrop_generator: torch.Generator | None = None,
     ) -> HubertOutput:
@@ -208,8 +233,12 @@ class HubertModel(nn.Module):
         span_mask = torch.zeros(batch, frames, dtype=torch.bool, device=x.device)
         if mask and cfg.mask_prob > 0:
             span_mask = compute_span_mask(
-                frame_lengths.cpu(), mask_prob=cfg.mask_prob, mask_length=cfg.mask_length,
-                min_masks=cfg.min_masks, generator=generator, num_frames=frames,
+                frame_lengths.cpu(),
+                mask_prob=cfg.mask_prob,
+                mask_length=cfg.mask_length,
+                min_masks=cfg.min_masks,
+                generator=generator,
+                num_frames=frames,
             ).to(x.device)
             x = torch.where(span_mask[..., None], self.mask_embedding.to(x.dtype), x)
         skip = None
@@ -221,9 +250,13 @@ class HubertModel(nn.Module):
             x = self.encoder.norm(x)
         valid_mask = torch.ones_like(span_mask) if valid is None else valid
         out = HubertOutput(
-            loss_sum=None, num_masked=(span_mask & valid_mask).sum(),
-            num_unmasked=(~span_mask & valid_mask).sum(), feature_penalty=feature_penalty,
-            correct_masked=None, correct_unmasked=None, frame_lengths=frame_lengths,
+            loss_sum=None,
+            num_masked=(span_mask & valid_mask).sum(),
+            num_unmasked=(~span_mask & valid_mask).sum(),
+            feature_penalty=feature_penalty,
+            correct_masked=None,
+            correct_unmasked=None,
+            frame_lengths=frame_lengths,
             mask=span_mask,
         )
         if labels is not None:
@@ -231,8 +264,12 @@ class HubertModel(nn.Module):
         return out
 
     def _add_loss(
-        self, out: HubertOutput, x: torch.Tensor, labels: list[torch.Tensor],
-        valid: torch.Tensor, span_mask: torch.Tensor,
+        self,
+        out: HubertOutput,
+        x: torch.Tensor,
+        labels: list[torch.Tensor],
+        valid: torch.Tensor,
+        span_mask: torch.Tensor,
     ) -> None:
         cfg = self.cfg
         if len(labels) != len(cfg.num_units):
@@ -253,6 +290,8 @@ class HubertModel(nn.Module):
             keep = valid & (target >= 0)  # (batch, frames)
             logits = self.unit_logits(x[keep], j)  # (frames kept, units)
             tgt, masked = target[keep], span_mask[keep]
+            if j == 0:  # frames with an ignored (negative) label do not count
+                out.num_masked, out.num_unmasked = masked.sum(), (~masked).sum()
             ce = F.cross_entropy(logits.float(), tgt, reduction="none")
             loss_m = loss_m + ce[masked].sum()
             loss_u = loss_u + ce[~masked].sum()

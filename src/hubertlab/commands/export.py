@@ -1,0 +1,39 @@
+"""hubertlab export CHECKPOINT OUT --to hf|hubertlab"""
+
+from __future__ import annotations
+
+import argparse
+
+from hubertlab.models.checkpoint import export_transformers, from_pretrained, save_pretrained
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "checkpoint",
+        help="our dir or training checkpoint, a transformers dir, a torchaudio or fairseq file",
+    )
+    p.add_argument("out", help="folder to write")
+    p.add_argument(
+        "--to",
+        choices=["hf", "hubertlab"],
+        default="hf",
+        help="hf: a dir transformers.HubertModel.from_pretrained loads (no pretraining head); "
+        "hubertlab: model.safetensors + config.json, head included",
+    )
+    p.add_argument(
+        "--num-units",
+        type=int,
+        nargs="+",
+        help="unit-set sizes, needed for fairseq checkpoints with several label sets",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {"num_units": tuple(args.num_units)} if args.num_units else {}
+    model = from_pretrained(args.checkpoint, **overrides)
+    if args.to == "hf":
+        out = export_transformers(model, args.out)
+    else:
+        out = save_pretrained(model, args.out)
+    print(f"{args.checkpoint} -> {out} ({args.to})")
+    return 0
