@@ -237,7 +237,7 @@ def _model_steps(cfg: PipelineConfig, k: int) -> list[Step]:
 
         ckpt_dir = root / "train" / "checkpoints"
         best = read_best(ckpt_dir)
-        path = ckpt_dir / best["checkpoint"] if best else latest_checkpoint(ckpt_dir)
+        path = ckpt_dir / best["path"] if best else latest_checkpoint(ckpt_dir)
         if path is None:
             raise FileNotFoundError(f"{ckpt_dir}: training left no checkpoint")
         save_pretrained(model_from_checkpoint(path), root / "model")
