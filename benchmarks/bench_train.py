@@ -1,0 +1,142 @@
+"""Audio-seconds per second of a full HuBERT-base training step on this machine (forward,
+backward, gradient clipping, AdamW step), fp32 and bf16 autocast, on 2 x 4 s, 100 units.
+
+Ours runs the training loop's own pieces (model_forward, the loss of train/loop.py,
+build_optimizer); beside it, transformers' HubertModel + a cosine head + AdamW (both AdamW
+fused, as the loop uses it). Measurements
+alternate between configurations so that load from other processes hits all of them alike.
+
+    python benchmarks/bench_train.py [--reps 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hubertlab.data.masking import compute_span_mask
+from hubertlab.models.config import HubertConfig
+from hubertlab.models.convert import hf_config_dict
+from hubertlab.models.hubert import HubertModel
+from hubertlab.train.config import OptimSection
+from hubertlab.train.optim import build_optimizer
+from hubertlab.train.validate import model_forward
+
+SECONDS, BATCH, NUM_UNITS = 4.0, 2, 100
+SAMPLES = int(SECONDS * 16000)
+
+
+class CosineHead(nn.Module):
+    """Cosine similarity / 0.1 against one embedding per unit (the HuBERT head)."""
+
+    def __init__(self, dim: int, final_dim: int, num_units: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, final_dim)
+        self.units = nn.Parameter(torch.randn(num_units, final_dim))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        proj = F.normalize(self.proj(x[mask]).float(), dim=-1)
+        logits = proj @ F.normalize(self.units.float(), dim=-1).T / 0.1
+        return F.cross_entropy(logits, labels[mask], reduction="sum")
+
+
+def make_ours(cfg: HubertConfig, batch: dict):
+    model = HubertModel(cfg).train()
+    optimizer = build_optimizer(model, OptimSection(lr=1e-5, warmup_steps=0), fused=True)
+
+    def step(bf16: bool) -> None:
+        out = model_forward(model, batch, torch.device("cpu"), bf16=bf16)
+        loss = out.loss_sum / batch["num_masked"] + cfg.feature_penalty_weight * out.feature_penalty
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def make_theirs(cfg: HubertConfig, batch: dict):
+    import transformers
+
+    hf_cfg = transformers.HubertConfig(**hf_config_dict(cfg), attn_implementation="sdpa")
+    model = transformers.HubertModel(hf_cfg).train()
+    head = CosineHead(cfg.hidden_dim, cfg.final_dim, NUM_UNITS).train()
+    params = list(model.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(
+        params, lr=1e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01, fused=True
+    )
+    mask, labels = batch["mask"], batch["labels"][0]
+
+    def step(bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x = model(batch["waveforms"], mask_time_indices=mask).last_hidden_state
+            loss = head(x, labels, mask) / mask.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-transformers", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = HubertConfig.preset("base", num_units=(NUM_UNITS,), layerdrop=0.0)
+    g = torch.Generator().manual_seed(0)
+    frames = (SAMPLES - 400) // 320 + 1
+    mask_seed = 1
+    mask = compute_span_mask(
+        torch.full((BATCH,), frames),
+        mask_prob=cfg.mask_prob,
+        mask_length=cfg.mask_length,
+        min_masks=cfg.min_masks,
+        generator=torch.Generator().manual_seed(mask_seed),
+        num_frames=frames,
+    )
+    batch = {
+        "waveforms": 0.1 * torch.randn(BATCH, SAMPLES, generator=g),
+        "lengths": torch.full((BATCH,), SAMPLES),
+        "labels": [torch.randint(0, NUM_UNITS, (BATCH, frames), generator=g)],
+        "mask_seed": mask_seed,
+        "mask": mask,
+        "num_masked": int(mask.sum()),
+    }
+    steps = {"hubertlab": make_ours(cfg, batch)}
+    if not args.no_transformers:
+        steps["transformers"] = make_theirs(cfg, batch)
+    configs = [(name, precision) for precision in ("fp32", "bf16") for name in steps]
+    times: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
+    for name, precision in configs:  # warm-up: allocator, oneDNN kernels, optimizer state
+        steps[name](precision == "bf16")
+    for _ in range(args.reps):
+        for name, precision in configs:
+            start = time.perf_counter()
+            steps[name](precision == "bf16")
+            times[(name, precision)].append(time.perf_counter() - start)
+    audio = BATCH * SECONDS
+    print(
+        f"HuBERT-base full training step (AdamW included), {BATCH} x {SECONDS:.0f} s, "
+        f"{NUM_UNITS} units, {args.threads} threads, median of {args.reps}"
+    )
+    print(f"{'model':<14}{'precision':<11}{'s/step':>9}{'audio-s/s':>11}")
+    for name, precision in configs:
+        median = statistics.median(times[(name, precision)])
+        print(f"{name:<14}{precision:<11}{median:>9.3f}{audio / median:>11.2f}")
+    ours = {p: audio / statistics.median(times[("hubertlab", p)]) for p in ("fp32", "bf16")}
+    ok = ours["fp32"] >= 5.5 and ours["bf16"] >= 15
+    print(f"targets (fp32 >= 5.5, bf16 >= 15 audio-s/s): {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""`hubertlab validate CKPT_DIR --config C`: validation metrics of every checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ckpt_dir", help="a run folder or its checkpoints/ folder")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="training TOML config (its [data] valid_manifest and valid_units)",
+    )
+    parser.add_argument("--out", help="JSONL to write (default: CKPT_DIR/validation.jsonl)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from hubertlab.train.config import load_train_config
+    from hubertlab.train.launch import pick_device
+    from hubertlab.train.validate import validate_checkpoints
+
+    cfg = load_train_config(args.config)
+    records = validate_checkpoints(args.ckpt_dir, cfg, args.out, device=pick_device(args.device))
+    for record in records:
+        print(json.dumps(record))
+    return 0

@@ -1,0 +1,262 @@
+"""Waveforms with their units for pretraining: dataset, cropping collator, resumable loader.
+
+Crops start at multiples of FRAME_HOP samples, so the first label of a crop starting at sample s
+is unit s / 320 of the file: labels stay frame-exact (REFERENCE.md section 8). Every random
+choice (crop start, mask) is seeded by (seed, epoch, item or batch): results do not depend on
+which worker decoded what.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from hubertlab.constants import FRAME_HOP, num_frames
+from hubertlab.data.manifest import Manifest
+from hubertlab.data.masking import compute_span_mask
+from hubertlab.data.sampler import BucketBatchSampler, SampleKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """Span-mask settings (the model config's mask_prob, mask_length, min_masks)."""
+
+    mask_prob: float = 0.8
+    mask_length: int = 10
+    min_masks: int = 2
+
+
+class UnitDataset(torch.utils.data.Dataset):
+    """Manifest rows joined with one or more unit sets; __getitem__ takes a SampleKey.
+
+    Rows without units in every set are dropped with a warning (never a crash in the middle of
+    training); rows whose unit count differs from num_frames(num_samples) are an error, since it
+    means the units were computed with another frame layout or on other audio."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        unit_sets: Sequence[dict[str, np.ndarray]],
+        *,
+        min_samples: int = 0,
+        unit_names: Sequence[str] = (),
+    ) -> None:
+        names = list(unit_names) or [f"unit set {i}" for i in range(len(unit_sets))]
+        self.manifest = manifest
+        self.rows: list[int] = []
+        missing, short = [], 0
+        for i, row in enumerate(manifest):
+            if row.num_samples < min_samples:
+                short += 1
+                continue
+            if any(row.fileid not in units for units in unit_sets):
+                missing.append(row.fileid)
+                continue
+            expected = num_frames(row.num_samples)
+            for units, name in zip(unit_sets, names, strict=True):
+                if len(units[row.fileid]) != expected:
+                    raise ValueError(
+                        f"{name}: {row.fileid!r} has {len(units[row.fileid])} units, expected "
+                        f"{expected} (num_frames of {row.num_samples} samples in "
+                        f"{manifest.source})"
+                    )
+            self.rows.append(i)
+        if missing:
+            log.warning(
+                "%s: %d rows have no units and are skipped (first: %s)",
+                manifest.source,
+                len(missing),
+                ", ".join(missing[:3]),
+            )
+        if short:
+            log.info(
+                "%s: %d rows shorter than %d samples skipped", manifest.source, short, min_samples
+            )
+        if not self.rows:
+            raise ValueError(f"{manifest.source}: no usable rows (all too short or without units)")
+        fileids = [manifest[i].fileid for i in self.rows]
+        # int32 halves the memory of int64 labels; forked workers share these arrays.
+        self.unit_sets = [
+            {f: np.asarray(units[f], dtype=np.int32) for f in fileids} for units in unit_sets
+        ]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def num_samples(self, index: int) -> int:
+        return self.manifest[self.rows[index]].num_samples
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        """{"key", "wav", "units"}; "wav" is None when the audio cannot be decoded."""
+        row = self.manifest[self.rows[key.index]]
+        try:
+            wav = row.read_audio(self.manifest.root)
+        except Exception as e:  # noqa: BLE001 - any decoding failure skips the item
+            log.warning("skipping unreadable audio %s (%s): %s", row.fileid, row.path, e)
+            return {"key": key, "wav": None, "units": None}
+        num_samples = min(len(wav), row.num_samples)
+        units = [u[row.fileid][: num_frames(num_samples)] for u in self.unit_sets]
+        return {"key": key, "wav": wav[:num_samples], "units": units}
+
+
+class CropCollator:
+    """Crop (random, at multiples of 320 samples) and batch items; compute the span mask.
+
+    "crop": every item is cut to the shortest in the batch (capped at max_samples), no padding.
+    "pad": every item is cut to max_samples at most, and padded with zeros to the longest."""
+
+    def __init__(
+        self,
+        *,
+        max_samples: int,
+        batching: str = "crop",
+        seed: int = 0,
+        mask: MaskSpec | None = None,
+        random_crop: bool = True,
+    ) -> None:
+        if batching not in ("crop", "pad"):
+            raise ValueError(f"batching must be 'crop' or 'pad', got {batching!r}")
+        self.max_samples = max_samples
+        self.batching = batching
+        self.seed = seed
+        self.mask = mask
+        self.random_crop = random_crop
+
+    def crop_start(self, key: SampleKey, num_samples: int, target: int) -> int:
+        """A start sample, multiple of FRAME_HOP, with start + target <= num_samples."""
+        num_starts = (num_samples - target) // FRAME_HOP + 1
+        if not self.random_crop:
+            return 0
+        rng = np.random.default_rng([self.seed, key.epoch, key.index])
+        return FRAME_HOP * int(rng.integers(0, num_starts))
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        first = items[0]["key"]
+        where = {"epoch": first.epoch, "position": first.position, "batch": first.batch}
+        num_skipped = sum(it["wav"] is None for it in items)
+        items = [it for it in items if it["wav"] is not None]
+        if not items:  # every file of the batch failed: the loop skips it
+            return {"size": 0, "num_skipped": num_skipped, **where}
+        lengths = [min(len(it["wav"]), self.max_samples) for it in items]
+        if self.batching == "crop":
+            lengths = [min(lengths)] * len(items)
+        width = max(lengths)
+        width_frames = num_frames(width)
+        num_sets = len(items[0]["units"])
+        wavs = torch.zeros(len(items), width)  # (batch, samples)
+        # Padded frames get label -1: the model ignores negative ids.
+        labels = [
+            torch.full((len(items), width_frames), -1, dtype=torch.long) for _ in range(num_sets)
+        ]
+        for b, (it, n) in enumerate(zip(items, lengths, strict=True)):
+            start = self.crop_start(it["key"], len(it["wav"]), n)
+            wavs[b, :n] = torch.from_numpy(it["wav"][start : start + n])
+            # Frame k of the crop is frame start / 320 + k of the file: exact, no rounding.
+            offset, count = start // FRAME_HOP, num_frames(n)
+            for s in range(num_sets):
+                labels[s][b, :count] = torch.from_numpy(it["units"][s][offset : offset + count])
+        frame_lengths = torch.tensor([num_frames(n) for n in lengths])
+        batch = {
+            "size": len(items),
+            "num_skipped": num_skipped,
+            "waveforms": wavs,
+            "lengths": torch.tensor(lengths),
+            "frame_lengths": frame_lengths,
+            "labels": labels,
+            **where,
+            "indices": [it["key"].index for it in items],
+        }
+        if self.mask is not None:
+            # The mask depends only on the batch identity, so any rank layout gives the same one.
+            # The model draws it again from a generator with this seed; counting it here lets the
+            # loop all-reduce the number of masked frames before any forward pass.
+            batch["mask_seed"] = mask_seed(self.seed, first)
+            generator = torch.Generator().manual_seed(batch["mask_seed"])
+            mask = compute_span_mask(
+                frame_lengths,
+                mask_prob=self.mask.mask_prob,
+                mask_length=self.mask.mask_length,
+                min_masks=self.mask.min_masks,
+                generator=generator,
+                num_frames=width_frames,
+            )
+            batch["mask"] = mask
+            batch["num_masked"] = int(mask.sum())
+        return batch
+
+
+def mask_seed(seed: int, key: SampleKey) -> int:
+    """A 63-bit seed for the mask of the batch `key` belongs to."""
+    return int(np.random.SeedSequence([seed, key.epoch, key.batch, 7]).generate_state(1)[0])
+
+
+class ResumableLoader:
+    """Endless iterator over batches (epoch after epoch) that knows what was consumed.
+
+    DataLoader workers read ahead of the training loop; the state saved in a checkpoint is the
+    position just after the last batch the loop took, so a resume repeats nothing and skips
+    nothing."""
+
+    def __init__(
+        self,
+        dataset: UnitDataset,
+        sampler: BucketBatchSampler,
+        collate: CropCollator,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.sampler = sampler
+        self.collate = collate
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self._state = sampler.state_dict()
+
+    def epoch_loader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            # Its own generator: creating an iterator must not draw from the global torch RNG
+            # (dropout uses it, and a resumed run must see the same stream).
+            generator=torch.Generator().manual_seed(self.collate.seed),
+            multiprocessing_context="fork" if self.num_workers > 0 and _can_fork() else None,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.sampler.load_state_dict(self._state)
+        loader = self.epoch_loader()
+        while True:  # each pass over the DataLoader is one epoch of the sampler
+            for batch in loader:
+                self._state = {
+                    "epoch": batch["epoch"],
+                    "position": batch["position"] + 1,
+                    "seed": self.sampler.seed,
+                }
+                yield batch
+            self._state = self.sampler.state_dict()
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self._state)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
+        self._state = self.sampler.state_dict()
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()

@@ -1,0 +1,189 @@
+"""Pretraining config: one frozen dataclass per TOML table ([model], [data], [optim], [run]).
+
+Everything is checked when the file is loaded, before any data is read or any process started:
+an unknown key or a bad value raises ConfigError naming the file and the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hubertlab.config import ConfigError, from_dict, read_toml
+from hubertlab.constants import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which model to train: a preset with overrides, or continued pretraining."""
+
+    preset: Literal["tiny", "base", "large", "xlarge"] = "base"
+    # Any HubertConfig field, e.g. {hidden_dim = 128, num_layers = 2}. num_units comes from data.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # Start from these weights (our checkpoint or save_pretrained dir, transformers, fairseq...);
+    # the head gets fresh unit embeddings when the unit counts differ; the optimizer starts anew.
+    from_pretrained: Path | None = None
+
+    def __post_init__(self) -> None:
+        if "num_units" in self.overrides:
+            raise ValueError("overrides.num_units: set data.num_units instead")
+        from hubertlab.models.config import HubertConfig
+
+        # Builds the config once so a bad override fails at load time, naming the field.
+        try:
+            HubertConfig.from_dict({"preset": self.preset, **self.overrides}, where="overrides")
+        except ConfigError as e:  # re-raised as ValueError so from_dict prefixes file.model
+            raise ValueError(str(e)) from None
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Training and validation audio, their units, crops and batches."""
+
+    train_manifest: Path
+    # One JSONL unit file per unit set ({"fileid": ..., "units": [...]}); several = ensemble.
+    train_units: tuple[Path, ...]
+    num_units: tuple[int, ...]  # units per set (k of each k-means)
+    valid_manifest: Path | None = None
+    valid_units: tuple[Path, ...] = ()
+    min_crop_seconds: float = 2.0  # shorter files are left out (fairseq min_sample_size)
+    max_crop_seconds: float = 15.625  # longer files are randomly cropped (250,000 samples)
+    batch_seconds: float = 87.5  # audio per batch and rank, padding included (1.4M samples)
+    batching: Literal["crop", "pad"] = "crop"  # crop to the shortest in the batch, or zero-pad
+    num_workers: int = 2  # decoding processes per rank (0: in the training process)
+    max_valid_batches: int = 0  # 0: the whole validation set
+
+    def __post_init__(self) -> None:
+        if not self.train_units:
+            raise ValueError("train_units: give at least one unit file")
+        if len(self.num_units) != len(self.train_units):
+            raise ValueError(
+                f"num_units: {len(self.num_units)} entries for {len(self.train_units)} unit files"
+            )
+        if any(k < 1 for k in self.num_units):
+            raise ValueError(f"num_units: must be positive, got {list(self.num_units)}")
+        if self.valid_manifest is not None and len(self.valid_units) != len(self.train_units):
+            raise ValueError(
+                "valid_units: needs one file per training unit set "
+                f"({len(self.train_units)}), labelled with the same k-means"
+            )
+        if not 0 < self.min_crop_seconds <= self.max_crop_seconds:
+            raise ValueError(
+                "min_crop_seconds: must be > 0 and <= max_crop_seconds "
+                f"(got {self.min_crop_seconds}, {self.max_crop_seconds})"
+            )
+        if self.batch_seconds < self.max_crop_seconds:
+            raise ValueError(
+                f"batch_seconds: {self.batch_seconds} is less than max_crop_seconds "
+                f"{self.max_crop_seconds}"
+            )
+        for name in ("num_workers", "max_valid_batches"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def min_samples(self) -> int:
+        return int(round(self.min_crop_seconds * SAMPLE_RATE))
+
+    @property
+    def max_samples(self) -> int:
+        return int(round(self.max_crop_seconds * SAMPLE_RATE))
+
+    @property
+    def batch_samples(self) -> int:
+        return int(round(self.batch_seconds * SAMPLE_RATE))
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """AdamW and the learning-rate schedule (fairseq HuBERT base defaults)."""
+
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None  # overrides warmup_fraction when set
+    warmup_fraction: float = 0.08  # of max_steps (fairseq base: 32k of 400k)
+    schedule: Literal["linear", "cosine", "tri_stage", "constant"] = "linear"
+    hold_fraction: float = 0.4  # tri_stage: steps at the peak after warm-up, fraction of max_steps
+    final_lr_scale: float = 0.0  # lr at max_steps / lr (tri_stage: exponential decay, > 0)
+    clip_grad_norm: float = 10.0  # 0: no clipping (the norm is still computed and logged)
+    grad_accum: int = 1  # micro-batches per step and rank
+    max_steps: int = 250_000
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: must be in [0, 1), got {list(self.betas)}")
+        if self.eps <= 0 or self.weight_decay < 0 or self.clip_grad_norm < 0:
+            raise ValueError("eps must be > 0, weight_decay and clip_grad_norm >= 0")
+        if self.grad_accum < 1 or self.max_steps < 1:
+            raise ValueError(
+                f"grad_accum and max_steps must be >= 1 (got {self.grad_accum}, {self.max_steps})"
+            )
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
+            raise ValueError(f"warmup_steps: must be in [0, max_steps], got {self.warmup_steps}")
+        for name in ("warmup_fraction", "hold_fraction", "final_lr_scale"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.schedule == "tri_stage" and self.final_lr_scale <= 0:
+            raise ValueError("final_lr_scale: must be > 0 for schedule 'tri_stage'")
+
+    @property
+    def num_warmup_steps(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(self.warmup_fraction * self.max_steps)
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """Where and how: output folder, seed, precision, devices, logging, checkpoints."""
+
+    out_dir: Path
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast, no loss scaling
+    compile: bool = False  # torch.compile the model
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    fsdp: bool = False  # shard parameters with FSDP2 (large/xlarge on many GPUs) instead of DDP
+    log_every: int = 10  # steps between metric lines
+    ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    keep_last: int = 2  # checkpoints kept besides the best
+    valid_every: int = 1000  # steps between validations (0: never; also runs at the end)
+    tensorboard: bool = False
+    progress_bar: bool = True
+    max_nonfinite_in_a_row: int = 10  # skipped steps (NaN/inf loss or grad) before giving up
+    num_threads: int = 0  # torch intra-op threads per process (0: torch's default)
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "ckpt_every", "keep_last", "max_nonfinite_in_a_row"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("valid_every", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataSection
+    run: RunSection
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read and check a TOML config. `overrides` ({"run": {"out_dir": ...}}) replace keys of
+    the file's tables (used by the CLI and tests)."""
+    data = read_toml(path)
+    for table, values in (overrides or {}).items():
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"{path}: {table} must be a table")
+        data[table] = {**data.get(table, {}), **values}
+    return from_dict(TrainConfig, data, where=str(path))
+
+
+def train_config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    """The same checks for a config held in memory (e.g. the one saved in a checkpoint)."""
+    return from_dict(TrainConfig, data, where=where)

@@ -1,0 +1,118 @@
+"""Build the training and validation data pipelines from the [data] section of a TrainConfig."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from hubertlab.data.dataset import (
+    CropCollator,
+    MaskSpec,
+    ResumableLoader,
+    UnitDataset,
+)
+from hubertlab.data.manifest import read_manifest
+from hubertlab.data.sampler import BucketBatchSampler
+from hubertlab.train.config import DataSection
+from hubertlab.units.assign import read_units
+
+# Validation crops and masks never depend on the run's seed: runs and checkpoints compare.
+VALID_SEED = 1234
+
+
+def mask_spec(model_cfg: Any) -> MaskSpec:
+    return MaskSpec(model_cfg.mask_prob, model_cfg.mask_length, model_cfg.min_masks)
+
+
+def load_dataset(manifest: Path, unit_files: Sequence[Path], min_samples: int) -> UnitDataset:
+    rows = read_manifest(manifest)
+    # JSONL units, or fairseq .km files whose lines follow the manifest's rows.
+    unit_sets = [read_units(p, rows) for p in unit_files]
+    return UnitDataset(
+        rows, unit_sets, min_samples=min_samples, unit_names=[str(p) for p in unit_files]
+    )
+
+
+def build_train_loader(
+    data: DataSection,
+    model_cfg: Any,
+    *,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> ResumableLoader:
+    """Endless, resumable batches of this rank (see ResumableLoader)."""
+    dataset = load_dataset(data.train_manifest, data.train_units, data.min_samples)
+    lengths = [min(dataset.num_samples(i), data.max_samples) for i in range(len(dataset))]
+    sampler = BucketBatchSampler(
+        lengths, data.batch_samples, seed=seed, shuffle=True, num_replicas=world_size, rank=rank
+    )
+    collate = CropCollator(
+        max_samples=data.max_samples, batching=data.batching, seed=seed, mask=mask_spec(model_cfg)
+    )
+    return ResumableLoader(
+        dataset, sampler, collate, num_workers=data.num_workers, pin_memory=pin_memory
+    )
+
+
+class ValidBatches:
+    """The validation set as a fixed list of batches: the same crops and masks every time.
+
+    Every rank iterates the same number of batches (FSDP forwards are collective); batches that
+    only pad a rank's share have `count` False and are left out of the metrics."""
+
+    def __init__(
+        self,
+        manifest: Path,
+        unit_files: Sequence[Path],
+        data: DataSection,
+        model_cfg: Any,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.dataset = load_dataset(manifest, unit_files, data.min_samples)
+        lengths = [
+            min(self.dataset.num_samples(i), data.max_samples) for i in range(len(self.dataset))
+        ]
+        self.sampler = BucketBatchSampler(
+            lengths,
+            data.batch_samples,
+            seed=VALID_SEED,
+            shuffle=False,
+            num_replicas=world_size,
+            rank=rank,
+        )
+        self.collate = CropCollator(
+            max_samples=data.max_samples,
+            batching="pad",
+            seed=VALID_SEED,
+            mask=mask_spec(model_cfg),
+        )
+        self.num_workers = data.num_workers
+        self.max_batches = data.max_valid_batches
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.sampler.load_state_dict({"epoch": 0, "position": 0, "seed": VALID_SEED})
+        num_real = self.sampler.num_batches
+        if self.max_batches:
+            num_real = min(num_real, self.max_batches)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=self.collate,
+            num_workers=min(self.num_workers, 1),
+            generator=torch.Generator().manual_seed(VALID_SEED),
+        )
+        world = self.sampler.num_replicas
+        for batch in loader:
+            # Stop once every rank is past the cap (all ranks stop at the same position).
+            if self.max_batches and batch["position"] * world >= num_real:
+                break
+            batch["count"] = batch["batch"] < num_real
+            yield batch
