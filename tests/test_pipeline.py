@@ -180,3 +180,22 @@ def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
     report = (corpus / "killed" / "report.md").read_text()
     assert "PNMI" in report and "iteration 2" in report
     assert json.loads((corpus / "killed" / "iteration1" / "abx" / "best_layer.json").read_text())
+
+
+def test_demo_writes_a_config_that_loads(tmp_path):
+    from hubertlab.pipeline.demo import DemoSettings, prepare_demo
+
+    settings = DemoSettings(
+        train_minutes=0.3, eval_minutes=0.2, speakers=2, train_steps=8, workers=1
+    )
+    config = prepare_demo(tmp_path / "demo", settings)
+    cfg = load_pipeline_config(config)
+    assert [it.features for it in cfg.iterations] == ["mfcc", "layer"]
+    assert cfg.iterations[1].init == "previous"
+    train = read_manifest(cfg.corpus.train_manifest)
+    valid = read_manifest(cfg.corpus.valid_manifest)
+    assert len(train) and len(valid)
+    assert not {r.fileid for r in train} & {r.fileid for r in valid}
+    assert "pending  baseline/abx-mfcc" in pipeline_status(config)
+    with pytest.raises(ValueError, match="--steps"):
+        DemoSettings(train_steps=0)

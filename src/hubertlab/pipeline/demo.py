@@ -26,6 +26,12 @@ class DemoSettings:
     seed: int = 0
     workers: int = 0  # 0: one per core
 
+    def __post_init__(self) -> None:
+        if not (self.train_minutes > 0 and self.eval_minutes > 0):
+            raise ValueError("--train-minutes and --eval-minutes must be > 0")
+        if self.train_steps < 1 or self.speakers < 2 or self.workers < 0:
+            raise ValueError("--steps must be >= 1, --speakers >= 2 and --workers >= 0")
+
 
 PIPELINE_TEMPLATE = """\
 # Written by `hubertlab demo`; run it again with `hubertlab pipeline {config_name}`.
