@@ -116,3 +116,30 @@ def test_extractor_and_bad_input():
         compute_mfcc(torch.zeros(2, 500), torch.tensor([500, 600]))
     with pytest.raises(ValueError, match="lengths must have shape"):
         compute_mfcc(torch.zeros(2, 500), torch.tensor([500]))
+
+
+def test_long_file_spans_blocks_and_matches_kaldi(speech):
+    # > 1024 frames: several FFT blocks, and a file length that is no whole number of hops.
+    wav = np.concatenate(speech)[: 160 * 1700 + 457]
+    ours = mfcc_of_waveform(wav)
+    ref = kaldi_cepstra(wav)
+    assert ours.shape == (len(ref), MFCC_DIM)
+    np.testing.assert_allclose(ours[:, :13], ref, atol=2e-3, rtol=1e-4)
+    d1 = reference_deltas(ours[:, :13].astype(np.float64))
+    np.testing.assert_allclose(ours[:, 13:26], d1, atol=1e-4)
+    np.testing.assert_allclose(ours[:, 26:], reference_deltas(d1), atol=1e-4)
+
+
+def test_batch_of_many_rows_groups_and_short_rows(speech):
+    # More frames than one group: rows go through several joint calls; short rows have none.
+    waves = [w[: 400 + 160 * k + 37] for k in (0, 1, 2, 5, 700, 900) for w in speech[:2]]
+    waves = [w for w in waves if len(w) >= 400] + [np.zeros(300, np.float32)]
+    lengths = [len(w) for w in waves]
+    batch = np.zeros((len(waves), max(lengths)), np.float32)
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    feats, frame_lengths = compute_mfcc(batch, np.array(lengths))
+    for i, w in enumerate(waves):
+        n = int(frame_lengths[i])
+        np.testing.assert_allclose(feats[i, :n].numpy(), mfcc_of_waveform(w), atol=1e-5)
+        assert not feats[i, n:].any()
