@@ -225,3 +225,28 @@ def test_batches_whose_files_all_fail_are_skipped(tmp_path):
     result = train(load_train_config(path))
     assert result["step"] == 4 and result["corrupt_skipped"] >= 3
     assert result["nonfinite_skipped"] == 0
+
+
+def test_new_head_drops_the_old_unit_embeddings(corpus, tmp_path):
+    """The next iteration keeps the backbone but not the head: its units are new clusters,
+    even when their number is the same."""
+    from hubertlab.train.loop import build_model
+
+    train_set, _ = corpus
+    first = write_config(
+        tmp_path / "a.toml", train_set, tmp_path / "a", optim={"max_steps": 2, "warmup_steps": 1}
+    )
+    train(load_train_config(first))
+    source = ckpt.latest_checkpoint(tmp_path / "a" / "checkpoints")
+    old = ckpt.load_checkpoint(source)["model"]
+    for new_head in (False, True):
+        path = write_config(
+            tmp_path / f"b{new_head}.toml",
+            train_set,
+            tmp_path / "b",
+            model={"from_pretrained": str(source), "new_head": new_head},
+        )
+        state = build_model(load_train_config(path)).state_dict()
+        assert torch.equal(state["mask_embedding"], old["mask_embedding"])
+        head_equal = torch.equal(state["unit_embeddings.0"], old["unit_embeddings.0"])
+        assert head_equal == (not new_head)

@@ -75,7 +75,8 @@ def train_config(cfg: PipelineConfig, k: int):
     run["out_dir"] = str(cfg.iteration_dir(k) / "train")
     run.setdefault("seed", cfg.seed)
     if it.init == "previous":
-        tables.setdefault("model", {})["from_pretrained"] = str(cfg.iteration_dir(k - 1) / "model")
+        model = tables.setdefault("model", {})
+        model.update(from_pretrained=str(cfg.iteration_dir(k - 1) / "model"), new_head=True)
     return train_config_from_dict(tables, where="train")
 
 

@@ -23,6 +23,9 @@ class ModelSection:
     # Start from these weights (our checkpoint or save_pretrained dir, transformers, fairseq...);
     # the head gets fresh unit embeddings when the unit counts differ; the optimizer starts anew.
     from_pretrained: Path | None = None
+    # With from_pretrained: a fresh head (projection + unit embeddings) even when the unit
+    # counts match, as the next HuBERT iteration needs (its units are new clusters).
+    new_head: bool = False
 
     def __post_init__(self) -> None:
         if "num_units" in self.overrides:

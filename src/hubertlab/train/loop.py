@@ -303,13 +303,12 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     path = cfg.model.from_pretrained
     pretrained_cfg, state = model_checkpoint.read_checkpoint(path)
     model_cfg = HubertConfig.from_dict({**to_dict(pretrained_cfg), **overrides})
-    model = model_checkpoint.build_model(model_cfg, state, where=str(path))
+    keep_head = not cfg.model.new_head and model_cfg.num_units == pretrained_cfg.num_units
+    model = model_checkpoint.build_model(model_cfg, state, keep_head=keep_head, where=str(path))
     log.info(
         "continued pretraining from %s (%s)",
         path,
-        "head kept"
-        if model_cfg.num_units == pretrained_cfg.num_units
-        else f"new head for {model_cfg.num_units} units",
+        "head kept" if keep_head else f"new head for {model_cfg.num_units} units",
     )
     return model
 
