@@ -23,28 +23,26 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def _units_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
     lines = [
-        "| units | made from | k | PNMI | phone purity | cluster purity | perplexity |",
-        "|---|---|---|---|---|---|---|",
+        "| units | made from | k | PNMI | phone purity | cluster purity | perplexity | used |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k in range(1, num_iterations + 2):
         root = cfg.iteration_dir(k)
-        quality, source = (
-            _json(root / "quality" / "quality.json"),
-            _json(root / "features" / "DONE.json"),
-        )
-        if quality is None or source is None:
+        quality = _json(root / "quality" / "quality.json")
+        source = _json(root / "features" / "DONE.json")
+        kmeans = _json(root / "kmeans" / "DONE.json")
+        if quality is None or source is None or kmeans is None:
             continue
         spec = source["summary"]
         made_from = (
-            "MFCC"
-            if spec["kind"] == "mfcc"
-            else (f"iteration {k - 1} model, layer {spec['layer']}")
+            "MFCC" if spec["kind"] == "mfcc" else f"iteration {k - 1}, layer {spec['layer']}"
         )
         label = f"iteration {k} targets" if k <= num_iterations else "next iteration's targets"
         lines.append(
-            f"| {label} | {made_from} | {quality.get('num_units', '-')} "
-            f"| {_fmt(quality.get('pnmi'), 3)} | {_fmt(quality.get('phone_purity'), 3)} "
-            f"| {_fmt(quality.get('cluster_purity'), 3)} | {_fmt(quality.get('perplexity'), 1)} |"
+            f"| {label} | {made_from} | {kmeans['summary']['k']} "
+            f"| {_fmt(quality['pnmi'], 3)} | {_fmt(quality['phone_purity'], 3)} "
+            f"| {_fmt(quality['cluster_purity'], 3)} | {_fmt(quality['unit_perplexity'], 1)} "
+            f"| {quality['used_units']} |"
         )
     return lines
 
