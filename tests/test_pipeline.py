@@ -199,3 +199,43 @@ def test_demo_writes_a_config_that_loads(tmp_path):
     assert "pending  baseline/abx-mfcc" in pipeline_status(config)
     with pytest.raises(ValueError, match="--steps"):
         DemoSettings(train_steps=0)
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_on_the_demo_corpus(tmp_path):
+    """One iteration with MFCC units: validation loss falls and masked accuracy ends far
+    above chance. Run by .ci/run's slow step (about 2 minutes on 2 cores)."""
+    from hubertlab.pipeline.run import run_pipeline
+    from hubertlab.train.metrics import read_metrics
+
+    for split, minutes in (("train", 4.0), ("eval", 1.0)):
+        build_demo_corpus(
+            tmp_path / "corpus" / split,
+            DemoCorpusConfig(minutes=minutes, speakers=4, split=split),
+            workers=2,
+        )
+    rows = list(read_manifest(tmp_path / "corpus" / "train" / "manifest.csv"))
+    train, valid = split_rows(rows, valid_fraction=0.1, seed=0)
+    write_manifest(train, tmp_path / "corpus" / "train" / "manifest.train.csv")
+    write_manifest(valid, tmp_path / "corpus" / "train" / "manifest.valid.csv")
+    text = CONFIG.split("[[iterations]]")[0] + '[[iterations]]\nfeatures = "mfcc"\nnum_units = 50\n'
+    text = text.replace(SMALL_MODEL, "").replace("max_steps = 12", "max_steps = 300")
+    text = text.replace("ckpt_every = 4", "ckpt_every = 100").replace(
+        "valid_every = 4", "valid_every = 100"
+    )
+    text = (
+        text.replace('precision = "fp32"', 'precision = "bf16"')
+        .replace("num_threads = 1", "num_threads = 2")
+        .replace("batch_seconds = 8.0", "batch_seconds = 16.0")
+    )
+    text += '\n[train.model]\npreset = "tiny"\n[abx]\nenabled = false\n'
+    config = _config(tmp_path, "learn", text)
+    run_pipeline(config)
+    valid_records = [
+        r
+        for r in read_metrics(tmp_path / "learn" / "iteration1" / "train" / "metrics.jsonl")
+        if r["split"] == "valid"
+    ]
+    losses = [r["loss"] for r in valid_records]
+    assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
+    assert valid_records[-1]["masked_acc"] > 5 * (1 / 50), valid_records[-1]

@@ -91,12 +91,18 @@ class PipelineConfig:
             raise ValueError("iterations[0]: layer features need a checkpoint in iteration 1")
         if first.init == "previous":
             raise ValueError("iterations[0]: init = 'previous' needs a previous iteration")
-        if any(it.layer == "best" and it.checkpoint is not None for it in self.iterations):
+        if any(
+            (it.features == "layer" and it.layer == "best") and it.checkpoint is not None
+            for it in self.iterations
+        ):
             raise ValueError(
                 "iterations: layer = 'best' is chosen by ABX of our own models; "
                 "give a layer number with checkpoint"
             )
-        if any(it.layer == "best" for it in self.iterations) and not self.abx.enabled:
+        if (
+            any((it.features == "layer" and it.layer == "best") for it in self.iterations)
+            and not self.abx.enabled
+        ):
             raise ValueError("layer = 'best' needs abx.enabled and corpus.eval_abx_item")
 
     def iteration_dir(self, k: int) -> Path:

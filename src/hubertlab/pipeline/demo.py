@@ -77,12 +77,17 @@ progress_bar = false
 features = "mfcc"
 num_units = 100
 
-# Iteration 2: targets from the best layer of iteration 1 (by ABX), continued from its weights.
+# Iteration 2: targets from the best layer of iteration 1 (by ABX), continued from its weights
+# with a new head. The tiny preset also learns from unmasked frames, which a fresh model needs
+# to learn at all in minutes; the trained one does better on masked frames only (the paper's
+# loss): across-speaker ABX 8.6 vs 9.1 in our runs.
 [[iterations]]
 features = "layer"
 layer = "best"
 num_units = 100
 init = "previous"
+[iterations.train.model.overrides]
+unmasked_weight = 0.0
 """
 
 
