@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,8 +149,10 @@ def _fingerprint(run_dir: Path) -> dict[str, str]:
 
 def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
     straight = _config(corpus, "straight")
+    start = time.monotonic()
     proc = _run(straight)
     _, err = proc.communicate(timeout=900)
+    seconds = time.monotonic() - start
     assert proc.returncode == 0, err.decode()[-3000:]
     expected = _fingerprint(corpus / "straight")
     assert {
@@ -162,10 +165,12 @@ def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
 
     killed = _config(corpus, "killed")
     kills = 0
-    for delay in (4.0, 9.0, 7.0, 11.0, 6.0, 13.0, 8.0, 30.0, 60.0, 120.0):
+    # Kills at growing fractions of the uninterrupted run's time land in different steps;
+    # each restart resumes, so the last run, never killed, finishes the work.
+    for fraction in (0.3, 0.4, 0.5, None):
         proc = _run(killed)
         try:
-            proc.wait(timeout=delay)
+            proc.wait(timeout=None if fraction is None else max(3.0, fraction * seconds))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -173,8 +178,6 @@ def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
             continue
         assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
         break
-    else:
-        pytest.fail("the pipeline never finished")
     assert kills >= 2
     assert _fingerprint(corpus / "killed") == expected
     report = (corpus / "killed" / "report.md").read_text()
