@@ -16,8 +16,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+
+# The transformers-side head is the model benchmark's (same folder, run as a script).
+from bench_model import CosineHead  # noqa: E402
 
 from hubertlab.data.masking import compute_span_mask
 from hubertlab.models.config import HubertConfig
@@ -29,20 +30,6 @@ from hubertlab.train.validate import model_forward
 
 SECONDS, BATCH, NUM_UNITS = 4.0, 2, 100
 SAMPLES = int(SECONDS * 16000)
-
-
-class CosineHead(nn.Module):
-    """Cosine similarity / 0.1 against one embedding per unit (the HuBERT head)."""
-
-    def __init__(self, dim: int, final_dim: int, num_units: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(dim, final_dim)
-        self.units = nn.Parameter(torch.randn(num_units, final_dim))
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        proj = F.normalize(self.proj(x[mask]).float(), dim=-1)
-        logits = proj @ F.normalize(self.units.float(), dim=-1).T / 0.1
-        return F.cross_entropy(logits, labels[mask], reduction="sum")
 
 
 def make_ours(cfg: HubertConfig, batch: dict):
