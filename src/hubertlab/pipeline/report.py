@@ -68,13 +68,31 @@ def _abx_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
     return lines
 
 
-def _plot_training(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
+def _two_panels():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    return plt.subplots(1, 2, figsize=(11, 4))
+
+
+def _save(fig, axes, png: Path, drawn: bool) -> bool:
+    """Grid and legend on each panel; the PNG is written only if something was drawn."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def _plot_training(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
+    fig, (ax_loss, ax_acc) = _two_panels()
     drawn = False
     for k in range(1, num_iterations + 1):
         path = cfg.iteration_dir(k) / "train" / "metrics.jsonl"
@@ -98,23 +116,11 @@ def _plot_training(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
             drawn = True
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
     ax_acc.set(xlabel="step", ylabel="masked accuracy (%)", title="masked-frame accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    if drawn:
-        fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return drawn
+    return _save(fig, (ax_loss, ax_acc), png, drawn)
 
 
 def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    fig, axes = _two_panels()
     baseline = _json(cfg.out_dir / "baseline" / "abx.json")
     drawn = False
     for ax, mode in zip(axes, ("within", "across"), strict=True):
@@ -130,13 +136,7 @@ def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
         if baseline is not None and baseline["best"].get(mode) is not None:
             ax.axhline(baseline["best"][mode], color="k", ls="--", label="MFCC")
         ax.set(xlabel="layer", ylabel="ABX error (%)", title=f"{mode}-speaker ABX")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    if drawn:
-        fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return drawn
+    return _save(fig, axes, png, drawn)
 
 
 def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None) -> Path:
