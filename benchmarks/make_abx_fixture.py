@@ -70,8 +70,12 @@ def run_reference(
     *,
     max_size_group: int = NO_SAMPLING,
     max_x_across: int = NO_SAMPLING,
+    timing: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """The reference's within-context ABX in percent: {"within": .., "across": ..}."""
+    """The reference's within-context ABX in percent: {"within": .., "across": ..}.
+
+    `timing["seconds"]`, when given, receives the time of the reference's own evaluation
+    (reading its .npy files and item file included; our writing of them excluded)."""
     from zrc_abx2.eval_ABX import EvalABX, EvalArgs
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +102,10 @@ def run_reference(
             max_size_group=max_size_group,
             max_x_across=max_x_across,
         )
+        start = time.perf_counter()
         results = EvalABX().eval_abx(args)
+        if timing is not None:
+            timing["seconds"] = time.perf_counter() - start
     return {r["abx-s-condition"]: 100.0 * r["score"] for r in results}
 
 

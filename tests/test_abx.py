@@ -13,7 +13,7 @@ import torch
 from hubertlab.cli import main
 from hubertlab.data.alignments import AbxItem
 from hubertlab.evaluate.abx import AbxConfig, abx_scores, prepare_abx, read_item_file
-from hubertlab.evaluate.abx_dtw import dtw_batch
+from hubertlab.evaluate.abx_dtw import _length_bins, dtw_batch
 
 ASSETS = Path(__file__).parent / "assets" / "abx"
 HEADER = "#file onset offset #phone prev-phone next-phone speaker"
@@ -57,16 +57,28 @@ def _backtrack_dtw(dist: np.ndarray) -> float:
     return float(np.float32(float(cost[n, m]) / length))
 
 
-def test_dtw_batch_matches_backtrack_in_both_orientations():
-    rng = np.random.default_rng(0)
-    n, m = rng.integers(1, 8, 200), rng.integers(1, 8, 200)
-    dist = rng.random((200, 7, 7)).astype(np.float32)
+@pytest.mark.parametrize("rows, cols", [(7, 7), (9, 4), (3, 8)])
+def test_dtw_batch_matches_backtrack_in_both_orientations(rows, cols):
+    rng = np.random.default_rng(rows * cols)
+    n, m = rng.integers(1, rows + 1, 200), rng.integers(1, cols + 1, 200)
+    dist = rng.random((200, rows, cols)).astype(np.float32)
     dist[:100] = np.round(dist[:100] * 3) / 3  # many equal costs: tie order matters
     by_rows, by_cols = dtw_batch(torch.from_numpy(dist), torch.from_numpy(n), torch.from_numpy(m))
     for p in range(200):
         d = dist[p, : n[p], : m[p]]
         assert by_rows[p].item() == _backtrack_dtw(d)
         assert by_cols[p].item() == _backtrack_dtw(np.ascontiguousarray(d.T))
+
+
+def test_length_bins_split_only_between_lengths():
+    rng = np.random.default_rng(0)
+    n = np.sort(rng.integers(1, 40, 3000))
+    m = np.minimum(n, rng.integers(1, 40, 3000))
+    bins = _length_bins(n, m)
+    assert bins[0][0] == 0 and bins[-1][1] == len(n)
+    assert all(a[1] == b[0] for a, b in zip(bins, bins[1:], strict=False))
+    assert all(n[first - 1] < n[first] for first, _ in bins[1:])
+    assert 1 < len(bins) < len(np.unique(n))  # sparse lengths merged, dense ones kept apart
 
 
 def _toy(tmp_path: Path, rows: list[str]) -> Path:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,9 +42,11 @@ class PhoneRecord:
     segments: tuple[Segment, ...]
 
 
-@dataclass(frozen=True)
-class AbxItem:
-    """One row of an ABX item file: a phone token with its context and speaker."""
+class AbxItem(NamedTuple):
+    """One row of an ABX item file: a phone token with its context and speaker.
+
+    A named tuple rather than a dataclass: item files have 10^5-10^6 rows, and tuples are
+    built and compared several times faster."""
 
     fileid: str
     onset_s: float

@@ -10,7 +10,7 @@ only the tie order of the path length changes.
 
 All pairs of a batch run at once: distances come from one bmm, and the recurrence walks the
 anti-diagonals of the (padded) cost matrices, each step a few element-wise ops over
-(pairs, rows). Runs on CPU or GPU.
+(rows, pairs). Runs on CPU or GPU.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import torch
 DEFAULT_BATCH_CELLS = 4_000_000
 # Floats of gathered features per batch (bounds memory for wide features).
 _BATCH_FEATURE_FLOATS = 32_000_000
+# What one anti-diagonal step of `dtw_batch` costs beyond its cells, in padded cells: its
+# ~20 torch calls take about as long as this many cells' element-wise work (CPU, measured).
+_DIAGONAL_COST = 5_000
 
 
 def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -53,17 +56,18 @@ def angular_distances(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 
 
 def _skew(dist: torch.Tensor) -> torch.Tensor:
-    """(pairs, n, m) -> (n + m - 1, pairs, n): entry [k, :, i] is cell (i, k - i), inf outside.
+    """(pairs, n, m) -> (n + m - 1, n, pairs): entry [k, i] is cell (i, k - i), inf outside.
 
     Pads each row with n infs and reads the padded matrix with row stride (width - 1): row i
     then starts i cells earlier, so column k holds anti-diagonal k, and the cells off the
-    matrix fall into the padding."""
+    matrix fall into the padding. Pairs go last: every step of the recurrence then works on
+    contiguous runs of `pairs` values (with rows last, the runs would be a few cells long)."""
     pairs, n, m = dist.shape
     width = n + m
     padded = dist.new_full((pairs, n, width), math.inf)
     padded[:, :, :m] = dist
     skewed = padded.as_strided((pairs, n, width - 1), (n * width, width - 1, 1))
-    return skewed.permute(2, 0, 1).contiguous()
+    return skewed.permute(2, 1, 0).contiguous()
 
 
 def dtw_batch(
@@ -77,29 +81,38 @@ def dtw_batch(
     """
     pairs, n, m = dist.shape
     device = dist.device
-    skewed = _skew(dist)  # (diagonals, pairs, n)
+    skewed = _skew(dist)  # (diagonals, n, pairs)
     diagonals = n + m - 1
-    # Anti-diagonal k lives at index k + 2, row i at column i + 1: column 0 is the virtual
-    # row -1 (inf) and index 0 holds diagonal -2, whose virtual cell (-1, -1) starts every path.
-    cost = torch.full((diagonals + 2, pairs, n + 1), math.inf, device=device)
-    cost[0, :, 0] = 0.0
-    # Path lengths under the tie order diag, left, up (this orientation) and diag, up, left
-    # (the transposed matrix, i.e. the other token as rows).
-    len_left = torch.zeros((diagonals + 2, pairs, n + 1), dtype=torch.int32, device=device)
-    len_up = torch.zeros_like(len_left)
+    # Anti-diagonal k lives at index k + 2, row i at index i + 1: row 0 is the virtual row -1
+    # (inf) and index 0 holds diagonal -2, whose virtual cell (-1, -1) starts every path.
+    cost = torch.full((diagonals + 2, n + 1, pairs), math.inf, device=device)
+    cost[0, 0] = 0.0
+    # Path lengths under the tie order diag, left, up ([:, 0], this orientation) and diag, up,
+    # left ([:, 1], the transposed matrix, i.e. the other token as rows).
+    # Left uninitialised but for the start: a cell only takes the length of a neighbour it can
+    # be reached from, and unreachable cells (inf cost) never lie on a path.
+    lengths = torch.empty((diagonals + 2, 2, n + 1, pairs), dtype=torch.int32, device=device)
+    lengths[0, :, 0] = 0
     for k in range(diagonals):
-        up, left, diag = cost[k + 1, :, :-1], cost[k + 1, :, 1:], cost[k, :, :-1]  # (pairs, n)
-        torch.add(skewed[k], torch.minimum(torch.minimum(up, diag), left), out=cost[k + 2, :, 1:])
-        take_diag = (diag <= left) & (diag <= up)
-        left_first = torch.where(left <= up, len_left[k + 1, :, 1:], len_left[k + 1, :, :-1])
-        len_left[k + 2, :, 1:] = torch.where(take_diag, len_left[k, :, :-1], left_first) + 1
-        up_first = torch.where(up <= left, len_up[k + 1, :, :-1], len_up[k + 1, :, 1:])
-        len_up[k + 2, :, 1:] = torch.where(take_diag, len_up[k, :, :-1], up_first) + 1
-    end = (row_lengths + col_lengths, torch.arange(pairs, device=device), row_lengths)
-    final_cost, final_len_left, final_len_up = cost[end], len_left[end], len_up[end]
+        # Only rows lo..hi of diagonal k lie inside the matrix; the rest stay inf, as the
+        # skewed padding would make them (half the element work for square matrices).
+        lo, hi = max(0, k - m + 1), min(k, n - 1) + 1
+        up, left, diag = cost[k + 1, lo:hi], cost[k + 1, lo + 1 : hi + 1], cost[k, lo:hi]
+        best = torch.minimum(torch.minimum(up, diag), left)
+        torch.add(skewed[k, lo:hi], best, out=cost[k + 2, lo + 1 : hi + 1])
+        # From the left neighbour: on a tie with up in this orientation, only when strictly
+        # cheaper in the transposed one.
+        from_left = torch.stack([left <= up, left < up])  # (2, rows, pairs)
+        previous = lengths[k + 1]
+        step = torch.where(from_left, previous[:, lo + 1 : hi + 1], previous[:, lo:hi])
+        step = torch.where(diag == best, lengths[k, :, lo:hi], step)
+        torch.add(step, 1, out=lengths[k + 2, :, lo + 1 : hi + 1])
+    end_diagonal, pair = row_lengths + col_lengths, torch.arange(pairs, device=device)
+    final_cost = cost[end_diagonal, row_lengths, pair]
+    final_lengths = lengths[end_diagonal, :, row_lengths, pair]  # (pairs, 2)
     # The reference divides a float32 cost by an int in double precision, then rounds to float32.
     cost64 = final_cost.double()
-    return (cost64 / final_len_left).float(), (cost64 / final_len_up).float()
+    return (cost64 / final_lengths[:, 0]).float(), (cost64 / final_lengths[:, 1]).float()
 
 
 def pair_distances(
@@ -128,23 +141,47 @@ def pair_distances(
     by_rows = np.empty(len(pairs), dtype=np.float32)
     by_cols = np.empty(len(pairs), dtype=np.float32)
     dim = frames.shape[1]
-    start = 0
-    while start < len(order):
-        n_max = int(n[order[start]])
-        same_n = int(np.searchsorted(n[order], n_max, side="right"))
+    for first, last in _length_bins(n[order], m[order]):
+        n_max = int(n[order[last - 1]])
         size = max(
             1, min(batch_cells // (n_max * n_max), _BATCH_FEATURE_FLOATS // (2 * n_max * dim))
         )
-        chunk = order[start : min(same_n, start + size)]
-        start += len(chunk)
-        m_max = int(m[chunk].max())
-        row_len = torch.as_tensor(n[chunk], device=device)
-        col_len = torch.as_tensor(m[chunk], device=device)
-        rows = _token_frames(padded, flat_offset[rows_tok[chunk]], row_len, n_max, pad_index)
-        cols = _token_frames(padded, flat_offset[cols_tok[chunk]], col_len, m_max, pad_index)
-        d_rows, d_cols = dtw_batch(angular_distances(rows, cols), row_len, col_len)
-        by_rows[chunk], by_cols[chunk] = d_rows.cpu().numpy(), d_cols.cpu().numpy()
+        for start in range(first, last, size):
+            chunk = order[start : min(last, start + size)]
+            m_max = int(m[chunk].max())
+            row_len = torch.as_tensor(n[chunk], device=device)
+            col_len = torch.as_tensor(m[chunk], device=device)
+            rows = _token_frames(padded, flat_offset[rows_tok[chunk]], row_len, n_max, pad_index)
+            cols = _token_frames(padded, flat_offset[cols_tok[chunk]], col_len, m_max, pad_index)
+            d_rows, d_cols = dtw_batch(angular_distances(rows, cols), row_len, col_len)
+            by_rows[chunk], by_cols[chunk] = d_rows.cpu().numpy(), d_cols.cpu().numpy()
     return np.where(lo_is_rows, by_rows, by_cols), np.where(lo_is_rows, by_cols, by_rows)
+
+
+def _length_bins(n: np.ndarray, m: np.ndarray) -> list[tuple[int, int]]:
+    """Split pairs sorted by row length n into [first, last) batches that share one padded
+    size, minimising a cost model of `dtw_batch`: a fixed cost per anti-diagonal (a few
+    dozen torch calls, which dominate for small batches) plus a cost per padded cell.
+    Exact-length batches are the other extreme: ABX has 20-40 distinct lengths and most
+    pairs are short, so merging the sparse lengths saves most of the calls."""
+    lengths, starts = np.unique(n, return_index=True)
+    bounds = np.append(starts, len(n))
+    m_max = np.maximum.reduceat(m, starts)
+    # best[j]: least cost of the pairs of lengths[:j]; cut[j]: where its last batch starts.
+    best, cut = np.zeros(len(lengths) + 1), np.zeros(len(lengths) + 1, dtype=np.int64)
+    for j in range(1, len(lengths) + 1):
+        costs = []
+        for i in range(j):
+            cols = int(m_max[i:j].max())
+            cells = (bounds[j] - bounds[i]) * int(lengths[j - 1]) * cols
+            costs.append(best[i] + _DIAGONAL_COST * (lengths[j - 1] + cols) + cells)
+        cut[j] = int(np.argmin(costs))
+        best[j] = costs[cut[j]]
+    bins, j = [], len(lengths)
+    while j > 0:
+        bins.append((int(bounds[cut[j]]), int(bounds[j])))
+        j = int(cut[j])
+    return bins[::-1]
 
 
 def _token_frames(

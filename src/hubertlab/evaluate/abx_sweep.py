@@ -20,6 +20,7 @@ from hubertlab.evaluate.abx import (
     AbxPlan,
     AbxResult,
     abx_scores,
+    gc_paused,
     prepare_abx,
     read_item_file,
     score_plan,
@@ -87,10 +88,11 @@ def abx_per_layer(
     layers = list(range(1, num_layers + 1)) if layers is None else sorted(set(layers))
     if not layers or any(not 0 <= layer <= num_layers for layer in layers):
         raise ValueError(f"layers must lie in [0, {num_layers}], got {layers}")
-    tokens = read_item_file(item_file)
-    rows = manifest_rows_for(manifest, {t.fileid for t in tokens}, item_file)
-    expected = {row.fileid: num_frames(row.num_samples) for row in rows}
-    plan = prepare_abx(tokens, expected, config, item_file=str(item_file))
+    with gc_paused():
+        tokens = read_item_file(item_file)
+        rows = manifest_rows_for(manifest, {t.fileid for t in tokens}, item_file)
+        expected = {row.fileid: num_frames(row.num_samples) for row in rows}
+        plan = prepare_abx(tokens, expected, config, item_file=str(item_file))
     device = torch.device(config.device)
     model = model.to(device).eval()
     buffers: dict[int, torch.Tensor] = {}
