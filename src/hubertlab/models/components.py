@@ -25,12 +25,13 @@ class GradMultiply(torch.autograd.Function):
 
 
 def conv_output_lengths(
-    lengths: torch.Tensor, kernels: tuple[int, ...], strides: tuple[int, ...]
-) -> torch.Tensor:
-    """Frames a stack of unpadded 1-d convolutions yields for `lengths` input samples."""
+    lengths: torch.Tensor | int, kernels: tuple[int, ...], strides: tuple[int, ...]
+) -> torch.Tensor | int:
+    """Frames a stack of unpadded 1-d convolutions yields for `lengths` input samples (a
+    tensor, or a Python int: no tensor then, so nothing for torch.compile to trace)."""
     for k, s in zip(kernels, strides, strict=True):
-        lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
-        lengths = lengths.clamp(min=0)
+        lengths = (lengths - k) // s + 1  # floor division for ints and tensors alike
+        lengths = lengths.clamp(min=0) if torch.is_tensor(lengths) else max(lengths, 0)
     return lengths
 
 

@@ -149,7 +149,7 @@ class HubertModel(nn.Module):
         var = ((waveforms - mean).square() * m).sum(1, keepdim=True) / count
         return (waveforms - mean) * torch.rsqrt(var + 1e-5) * m
 
-    def frame_lengths(self, num_samples: torch.Tensor) -> torch.Tensor:
+    def frame_lengths(self, num_samples: torch.Tensor | int) -> torch.Tensor | int:
         """CNN frames for each waveform length in samples."""
         return conv_output_lengths(num_samples, self.cfg.conv_kernels, self.cfg.conv_strides)
 
@@ -159,7 +159,7 @@ class HubertModel(nn.Module):
         """CNN features (batch, frames, channels), valid mask or None, frame lengths."""
         if waveforms.dim() != 2:
             raise ValueError(f"waveforms must be (batch, samples), got {tuple(waveforms.shape)}")
-        if int(self.frame_lengths(torch.tensor(waveforms.shape[1]))) < 1:
+        if self.frame_lengths(waveforms.shape[1]) < 1:
             raise ValueError(
                 f"waveforms of {waveforms.shape[1]} samples are shorter than one CNN frame"
             )
