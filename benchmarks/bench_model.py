@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hubertlab.allocator import keep_freed_memory
 from hubertlab.data.masking import compute_span_mask
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.convert import hf_config_dict
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, nargs="+", default=[100, 500])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the training loop does (run.keep_freed_memory); both models gain
     g = torch.Generator().manual_seed(0)
     waveforms = torch.randn(BATCH, SAMPLES, generator=g)
     rows = measure(args, waveforms, g)

@@ -20,6 +20,7 @@ import torch
 # The transformers-side head is the model benchmark's (same folder, run as a script).
 from bench_model import CosineHead  # noqa: E402
 
+from hubertlab.allocator import keep_freed_memory
 from hubertlab.data.masking import compute_span_mask
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.convert import hf_config_dict
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--no-transformers", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the training loop does (run.keep_freed_memory); both models gain
     torch.manual_seed(0)
     cfg = HubertConfig.preset("base", num_units=(NUM_UNITS,), layerdrop=0.0)
     g = torch.Generator().manual_seed(0)

@@ -158,6 +158,9 @@ class RunSection:
     progress_bar: bool = True
     max_nonfinite_in_a_row: int = 10  # skipped steps (NaN/inf loss or grad) before giving up
     num_threads: int = 0  # torch intra-op threads per process (0: torch's default)
+    # Keep freed memory in the process (glibc): large activations are not page-faulted in
+    # again every step (hubertlab.allocator); the process then holds its peak memory.
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         for name in ("log_every", "ckpt_every", "keep_last", "max_nonfinite_in_a_row"):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from hubertlab.allocator import keep_freed_memory
 from hubertlab.config import to_dict
 from hubertlab.constants import SAMPLE_RATE, num_frames
 from hubertlab.fileio import atomic_write_json
@@ -57,6 +58,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     bf16 = run.precision == "bf16"
     if run.num_threads:
         torch.set_num_threads(run.num_threads)
+    if run.keep_freed_memory:
+        keep_freed_memory()
 
     # ---- model: the same initial weights on every rank
     torch.manual_seed(run.seed)
