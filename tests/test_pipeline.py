@@ -187,14 +187,21 @@ def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
 
 def test_demo_writes_a_config_that_loads(tmp_path):
     from hubertlab.pipeline.demo import DemoSettings, prepare_demo
+    from hubertlab.pipeline.steps import train_config
 
     settings = DemoSettings(
-        train_minutes=0.3, eval_minutes=0.2, speakers=2, train_steps=8, workers=1
+        train_minutes=0.3,
+        eval_minutes=0.2,
+        speakers=2,
+        train_steps=8,
+        continue_steps=4,
+        workers=1,
     )
     config = prepare_demo(tmp_path / "demo", settings)
     cfg = load_pipeline_config(config)
     assert [it.features for it in cfg.iterations] == ["mfcc", "layer"]
     assert cfg.iterations[1].init == "previous"
+    assert [train_config(cfg, k).optim.max_steps for k in (1, 2)] == [8, 4]
     train = read_manifest(cfg.corpus.train_manifest)
     valid = read_manifest(cfg.corpus.valid_manifest)
     assert len(train) and len(valid)
@@ -202,6 +209,25 @@ def test_demo_writes_a_config_that_loads(tmp_path):
     assert "pending  baseline/abx-mfcc" in pipeline_status(config)
     with pytest.raises(ValueError, match="--steps"):
         DemoSettings(train_steps=0)
+    with pytest.raises(ValueError, match="--continue-steps"):
+        DemoSettings(continue_steps=0)
+
+
+def test_next_targets_follow_the_last_iterations_layer(tmp_path):
+    from hubertlab.pipeline.steps import next_targets
+
+    corpus = tmp_path / "corpus"
+    for name in ("train/manifest.train.csv", "train/manifest.valid.csv", "eval/manifest.csv"):
+        (corpus / name).parent.mkdir(parents=True, exist_ok=True)
+    best = load_pipeline_config(_config(tmp_path, "best", CONFIG))
+    assert next_targets(best).layer == "best"
+    fixed = load_pipeline_config(
+        _config(tmp_path, "fixed", CONFIG.replace('layer = "best"', "layer = 2"))
+    )
+    assert next_targets(fixed).layer == 2
+    assert next_targets(fixed).num_units == fixed.iterations[-1].num_units
+    off = load_pipeline_config(_config(tmp_path, "off", "final_units = false\n" + CONFIG))
+    assert next_targets(off) is None
 
 
 @pytest.mark.slow

@@ -13,7 +13,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-minutes", type=float, default=d.train_minutes)
     p.add_argument("--eval-minutes", type=float, default=d.eval_minutes)
     p.add_argument("--speakers", type=int, default=d.speakers)
-    p.add_argument("--steps", type=int, default=d.train_steps, help="training steps/iteration")
+    p.add_argument("--steps", type=int, default=d.train_steps, help="iteration 1 training steps")
+    p.add_argument(
+        "--continue-steps",
+        type=int,
+        default=d.continue_steps,
+        help="iteration 2 training steps (continued from iteration 1)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="processes (0: one per core)")
 
@@ -24,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         eval_minutes=args.eval_minutes,
         speakers=args.speakers,
         train_steps=args.steps,
+        continue_steps=args.continue_steps,
         seed=args.seed,
         workers=args.workers,
     )

@@ -80,7 +80,8 @@ class PipelineConfig:
     abx: AbxSection = field(default_factory=AbxSection)
     seed: int = 0
     feature_dtype: Literal["float16", "float32"] = "float16"
-    # Also cluster the last model's best layer: the units a next iteration would train on.
+    # Also cluster a layer of the last model (the last iteration's fixed layer number, else
+    # the best by ABX): the units a next iteration would train on.
     final_units: bool = True
 
     def __post_init__(self) -> None:

@@ -22,15 +22,18 @@ class DemoSettings:
     train_minutes: float = 30.0
     eval_minutes: float = 10.0
     speakers: int = 8
-    train_steps: int = 1000  # per iteration
+    train_steps: int = 1700  # iteration 1 (from scratch)
+    continue_steps: int = 1000  # iteration 2 (continued from iteration 1's weights)
     seed: int = 0
     workers: int = 0  # 0: one per core
 
     def __post_init__(self) -> None:
         if not (self.train_minutes > 0 and self.eval_minutes > 0):
             raise ValueError("--train-minutes and --eval-minutes must be > 0")
-        if self.train_steps < 1 or self.speakers < 2 or self.workers < 0:
-            raise ValueError("--steps must be >= 1, --speakers >= 2 and --workers >= 0")
+        if min(self.train_steps, self.continue_steps) < 1 or self.speakers < 2 or self.workers < 0:
+            raise ValueError(
+                "--steps and --continue-steps must be >= 1, --speakers >= 2 and --workers >= 0"
+            )
 
 
 PIPELINE_TEMPLATE = """\
@@ -49,8 +52,13 @@ eval_abx_item = "corpus/eval/abx.item"
 kind = "local"
 workers = {workers}
 
+# The CNN front end is most of a step's time: with 64 channels instead of the preset's 128 a
+# step takes ~0.27 s instead of ~0.37 s, and the extra steps pay off (iteration 1 at 1700
+# steps: ABX 4.1 / 8.5 within / across, vs 4.6 / 8.9 at 1000 steps with 128 channels).
 [train.model]
 preset = "tiny"
+[train.model.overrides]
+conv_channels = [64, 64, 64, 64, 64, 64, 64]
 
 [train.data]
 min_crop_seconds = 1.0
@@ -62,7 +70,7 @@ num_workers = 1
 lr = 1e-3
 schedule = "cosine"
 warmup_fraction = 0.08
-max_steps = {steps}
+max_steps = {continue_steps}
 
 [train.run]
 precision = "bf16"
@@ -76,14 +84,18 @@ progress_bar = false
 [[iterations]]
 features = "mfcc"
 num_units = 100
+[iterations.train.optim]
+max_steps = {steps}
 
-# Iteration 2: targets from the best layer of iteration 1 (by ABX), continued from its weights
-# with a new head. The tiny preset also learns from unmasked frames, which a fresh model needs
-# to learn at all in minutes; the trained one does better on masked frames only (the paper's
-# loss): across-speaker ABX 8.6 vs 9.1 in our runs.
+# Iteration 2: targets from layer 3 of iteration 1, continued from its weights with a new
+# head. Layer 3, not the best by ABX (layer 1): the units of the deeper layers carry more
+# phone information (PNMI 0.516 for layer 3 vs 0.481 for layer 1 in our runs), as in the
+# paper, which takes a middle-to-upper layer. The tiny preset also learns from unmasked
+# frames, which a fresh model needs to learn at all in minutes; the trained one does better
+# on masked frames only (the paper's loss): across-speaker ABX 8.6 vs 9.1 in our runs.
 [[iterations]]
 features = "layer"
-layer = "best"
+layer = 3
 num_units = 100
 init = "previous"
 [iterations.train.model.overrides]
@@ -114,7 +126,8 @@ def prepare_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings()) -
             seed=settings.seed,
             workers=settings.workers,
             steps=settings.train_steps,
-            ckpt_every=max(1, settings.train_steps // 4),
+            continue_steps=settings.continue_steps,
+            ckpt_every=max(1, min(settings.train_steps, settings.continue_steps) // 4),
         ),
     )
     return config

@@ -302,23 +302,30 @@ def _baseline_step(cfg: PipelineConfig) -> Step:
     return Step("baseline/abx-mfcc", out, run, "ABX of MFCC features (the baseline)")
 
 
+def next_targets(cfg: PipelineConfig) -> IterationConfig | None:
+    """The targets a next iteration would train on, from the last model: its layer chosen as
+    the last iteration chose its own (a fixed number, or the best by ABX). None when off."""
+    if not (cfg.final_units and _abx_enabled(cfg)):
+        return None
+    last = cfg.iterations[-1]
+    fixed = last.features == "layer" and last.checkpoint is None and last.layer != "best"
+    return IterationConfig(
+        features="layer",
+        layer=last.layer if fixed else "best",
+        num_units=last.num_units,
+        kmeans_fraction=last.kmeans_fraction,
+        kmeans_max_memory_gb=last.kmeans_max_memory_gb,
+        kmeans_max_iter=last.kmeans_max_iter,
+    )
+
+
 def build_steps(cfg: PipelineConfig) -> list[Step]:
     """Every step of the run, in order. Nothing is computed here."""
     steps = [_baseline_step(cfg)] if _abx_enabled(cfg) else []
-    n = len(cfg.iterations)
     for k, it in enumerate(cfg.iterations, start=1):
         steps += _targets_steps(cfg, k, it, splits=SPLITS)
         steps += _model_steps(cfg, k)
-    if cfg.final_units and _abx_enabled(cfg):
-        # The units a next iteration would train on, from the last model's best layer.
-        last = cfg.iterations[-1]
-        final = IterationConfig(
-            features="layer",
-            layer="best",
-            num_units=last.num_units,
-            kmeans_fraction=last.kmeans_fraction,
-            kmeans_max_memory_gb=last.kmeans_max_memory_gb,
-            kmeans_max_iter=last.kmeans_max_iter,
-        )
-        steps += _targets_steps(cfg, n + 1, final, splits=("train", "eval"))
+    final = next_targets(cfg)
+    if final is not None:
+        steps += _targets_steps(cfg, len(cfg.iterations) + 1, final, splits=("train", "eval"))
     return steps
