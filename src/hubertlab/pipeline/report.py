@@ -83,7 +83,8 @@ def _save(fig, axes, png: Path, drawn: bool) -> bool:
 
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[1]:  # a panel with nothing drawn has no legend
+            ax.legend(fontsize=8)
     fig.tight_layout()
     if drawn:
         fig.savefig(png, dpi=100)
