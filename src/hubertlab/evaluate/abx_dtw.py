@@ -164,23 +164,22 @@ def _length_bins(n: np.ndarray, m: np.ndarray) -> list[tuple[int, int]]:
     dozen torch calls, which dominate for small batches) plus a cost per padded cell.
     Exact-length batches are the other extreme: ABX has 20-40 distinct lengths and most
     pairs are short, so merging the sparse lengths saves most of the calls."""
-    lengths, starts = np.unique(n, return_index=True)
-    bounds = np.append(starts, len(n))
-    m_max = np.maximum.reduceat(m, starts)
+    unique, starts = np.unique(n, return_index=True)
+    lengths, bounds = unique.tolist(), [*starts.tolist(), len(n)]
+    m_max = np.maximum.reduceat(m, starts).tolist()
     # best[j]: least cost of the pairs of lengths[:j]; cut[j]: where its last batch starts.
-    best, cut = np.zeros(len(lengths) + 1), np.zeros(len(lengths) + 1, dtype=np.int64)
+    best, cut = [0.0] * (len(lengths) + 1), [0] * (len(lengths) + 1)
     for j in range(1, len(lengths) + 1):
-        costs = []
-        for i in range(j):
-            cols = int(m_max[i:j].max())
-            cells = (bounds[j] - bounds[i]) * int(lengths[j - 1]) * cols
-            costs.append(best[i] + _DIAGONAL_COST * (lengths[j - 1] + cols) + cells)
-        cut[j] = int(np.argmin(costs))
-        best[j] = costs[cut[j]]
+        rows, cols, best[j] = lengths[j - 1], 0, math.inf
+        for i in range(j - 1, -1, -1):  # the last batch holds lengths[i:j]
+            cols = max(cols, m_max[i])
+            cost = best[i] + _DIAGONAL_COST * (rows + cols) + (bounds[j] - bounds[i]) * rows * cols
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
     bins, j = [], len(lengths)
     while j > 0:
-        bins.append((int(bounds[cut[j]]), int(bounds[j])))
-        j = int(cut[j])
+        bins.append((bounds[cut[j]], bounds[j]))
+        j = cut[j]
     return bins[::-1]
 
 
