@@ -136,8 +136,10 @@ class PositionalConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.weight_v
-        weight = v * (self.weight_g / v.norm(dim=(0, 1), keepdim=True))
+        # weight_v * weight_g / ||weight_v|| over dims 0 and 1, as torch's weight_norm computes
+        # it: one fused kernel each way (the same expression spelt out in Python took ~2% of a
+        # HuBERT-base training step on CPU).
+        weight = torch._weight_norm(self.weight_v, self.weight_g, 2)
         y = F.conv1d(
             x.transpose(1, 2), weight, self.bias, padding=self.kernel // 2, groups=self.groups
         )  # (batch, dim, frames [+1])
