@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from hubertlab.config import ConfigError
-from hubertlab.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
-from hubertlab.data.manifest import read_manifest, write_manifest
-from hubertlab.data.scan import split_rows
+from hubertlab.data.manifest import read_manifest
 from hubertlab.pipeline.config import load_pipeline_config
+from hubertlab.pipeline.demo import build_corpora
 from hubertlab.pipeline.run import pipeline_status
 
 SMALL_MODEL = """
@@ -83,16 +82,14 @@ init = "previous"
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    for split, minutes in (("train", 0.8), ("eval", 1.0)):
-        build_demo_corpus(
-            root / "corpus" / split,
-            DemoCorpusConfig(minutes=minutes, speakers=2, split=split),
-            workers=1,
-        )
-    rows = list(read_manifest(root / "corpus" / "train" / "manifest.csv"))
-    train, valid = split_rows(rows, valid_fraction=0.2, seed=0)
-    write_manifest(train, root / "corpus" / "train" / "manifest.train.csv")
-    write_manifest(valid, root / "corpus" / "train" / "manifest.valid.csv")
+    build_corpora(
+        root / "corpus",
+        train_minutes=0.8,
+        eval_minutes=1.0,
+        speakers=2,
+        valid_fraction=0.2,
+        workers=1,
+    )
     return root
 
 
@@ -237,16 +234,14 @@ def test_tiny_model_learns_on_the_demo_corpus(tmp_path):
     from hubertlab.pipeline.run import run_pipeline
     from hubertlab.train.metrics import read_metrics
 
-    for split, minutes in (("train", 4.0), ("eval", 1.0)):
-        build_demo_corpus(
-            tmp_path / "corpus" / split,
-            DemoCorpusConfig(minutes=minutes, speakers=4, split=split),
-            workers=2,
-        )
-    rows = list(read_manifest(tmp_path / "corpus" / "train" / "manifest.csv"))
-    train, valid = split_rows(rows, valid_fraction=0.1, seed=0)
-    write_manifest(train, tmp_path / "corpus" / "train" / "manifest.train.csv")
-    write_manifest(valid, tmp_path / "corpus" / "train" / "manifest.valid.csv")
+    build_corpora(
+        tmp_path / "corpus",
+        train_minutes=4.0,
+        eval_minutes=1.0,
+        speakers=4,
+        valid_fraction=0.1,
+        workers=2,
+    )
     text = CONFIG.split("[[iterations]]")[0] + '[[iterations]]\nfeatures = "mfcc"\nnum_units = 50\n'
     text = text.replace(SMALL_MODEL, "").replace("max_steps = 12", "max_steps = 300")
     text = text.replace("ckpt_every = 4", "ckpt_every = 100").replace(
