@@ -1,7 +1,8 @@
 """Training forward+backward time of HuBERT-base on 2 x 4 s: ours vs transformers' HubertModel
 with a cosine head, 100 and 500 units, fp32 and bf16 autocast. Measurements alternate between
 the two models so that load from other processes hits both alike. Wall and CPU time are both
-reported: on a shared machine CPU time measures the work, wall time also counts waiting.
+reported: on a shared machine CPU time measures the work, wall time also counts waiting. Last,
+the GFLOP/s of one fp32 product through PyTorch's BLAS path and through models.linear (oneDNN).
 
     python benchmarks/bench_model.py [--reps 5] [--threads 1]
 """
@@ -21,6 +22,7 @@ from hubertlab.data.masking import compute_span_mask
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.convert import hf_config_dict
 from hubertlab.models.hubert import HubertModel
+from hubertlab.models.linear import linear, uses_onednn
 
 SAMPLES = 4 * 16000
 BATCH = 2
@@ -106,6 +108,25 @@ def measure(args, waveforms, g) -> list[tuple]:
     return rows
 
 
+def linear_throughput(reps: int) -> None:
+    """GFLOP/s of HuBERT-base's fc1 product (398 frames x 768 -> 3072), forward: PyTorch's own
+    fp32 path (BLAS) vs models.linear (oneDNN), the gap the model's Linear layers exploit."""
+    g = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(398, 768, generator=g), torch.randn(3072, 768, generator=g)
+    bias = torch.randn(3072, generator=g)
+    flops = 2 * x.shape[0] * x.shape[1] * weight.shape[0]
+    times: dict[str, list[float]] = {"F.linear (BLAS)": [], "models.linear (oneDNN)": []}
+    for _ in range(reps + 1):  # the first round warms up and is dropped below
+        for name, fn in zip(times, (F.linear, linear), strict=True):
+            start = time.perf_counter()
+            fn(x, weight, bias)
+            times[name].append(time.perf_counter() - start)
+    path = "oneDNN" if uses_onednn(x, weight) else "F.linear (no oneDNN in this build)"
+    print(f"\nfc1 forward product, fp32, median of {reps} (models.linear takes: {path})")
+    for name, ts in times.items():
+        print(f"  {name:<24} {flops / statistics.median(ts[1:]) / 1e9:6.1f} GFLOP/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
@@ -136,6 +157,7 @@ def main() -> None:
         cpu = {r[0]: r[3] for r in rows if r[1] == precision}
         if 100 in cpu and 500 in cpu:
             print(f"{precision}: ours 500 / 100 units (CPU time) = {cpu[500] / cpu[100]:.3f}")
+    linear_throughput(reps=max(args.reps, 9))
 
 
 if __name__ == "__main__":

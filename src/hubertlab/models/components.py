@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hubertlab.models.linear import Linear
+
 
 class GradMultiply(torch.autograd.Function):
     """Identity forward; backward multiplies the gradient by `scale` (fairseq feature_grad_mult:
@@ -155,8 +157,8 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, *, dropout: float) -> None:
         super().__init__()
         self.num_heads, self.dropout = num_heads, dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.out = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """x (batch, frames, dim); attn_mask (batch, 1, 1, frames) bool, True = attend, or None
@@ -199,8 +201,8 @@ class TransformerLayer(nn.Module):
         self.pre_ln = pre_ln
         self.attention = SelfAttention(dim, num_heads, dropout=attention_dropout)
         self.attn_norm = nn.LayerNorm(dim, eps=eps)
-        self.fc1 = nn.Linear(dim, ffn_dim)
-        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.fc1 = Linear(dim, ffn_dim)
+        self.fc2 = Linear(ffn_dim, dim)
         self.ffn_norm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.activation_dropout = nn.Dropout(activation_dropout)

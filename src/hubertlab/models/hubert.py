@@ -27,6 +27,7 @@ from hubertlab.models.components import (
     lengths_to_mask,
 )
 from hubertlab.models.config import HubertConfig
+from hubertlab.models.linear import Linear
 
 
 @dataclass
@@ -113,13 +114,13 @@ class HubertModel(nn.Module):
             bias=cfg.conv_bias,
         )
         self.feature_norm = nn.LayerNorm(cfg.conv_dim, eps=cfg.layer_norm_eps)  # fairseq layer_norm
-        self.feature_proj = nn.Linear(cfg.conv_dim, cfg.hidden_dim)  # fairseq post_extract_proj
+        self.feature_proj = Linear(cfg.conv_dim, cfg.hidden_dim)  # fairseq post_extract_proj
         self.input_dropout = nn.Dropout(cfg.input_dropout)
         self.mask_embedding = nn.Parameter(torch.empty(cfg.hidden_dim).uniform_())
         self.encoder = Encoder(cfg)
         # One projection and one embedding table per unit set (cluster ensembles).
         self.final_proj = nn.ModuleList(
-            nn.Linear(cfg.hidden_dim, cfg.final_dim) for _ in cfg.num_units
+            Linear(cfg.hidden_dim, cfg.final_dim) for _ in cfg.num_units
         )
         self.unit_embeddings = nn.ParameterList(
             nn.Parameter(torch.empty(k, cfg.final_dim).uniform_()) for k in cfg.num_units
