@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hubertlab.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
 from hubertlab.data.manifest import read_manifest
+from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 from hubertlab.features.mfcc import mfcc_num_frames, mfcc_of_waveform
 from hubertlab.features.store import write_store
 from hubertlab.units.kmeans import fit_kmeans, nearest_centroids

@@ -3,7 +3,7 @@ and masked accuracy before/after (the end-to-end check of train/loop.py).
 
     python benchmarks/train_tiny_demo.py WORK_DIR [--minutes 20] [--steps 800] [--k 100]
 
-Builds WORK_DIR/demo_train and WORK_DIR/demo_eval (hubertlab.data.demo_corpus) if missing,
+Builds WORK_DIR/demo_train and WORK_DIR/demo_eval (hubertlab.demo.corpus) if missing,
 39-d MFCC (hubertlab.features.mfcc) at 100 Hz, k-means fitted on the training MFCC frames
 only (sklearn), units at 50 Hz (MFCC frame 2k covers CNN frame k), then `train(cfg)`.
 """
@@ -26,7 +26,7 @@ from hubertlab.train.loop import train
 
 
 def build_corpora(work: Path, minutes: float) -> None:
-    from hubertlab.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
+    from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 
     build_demo_corpus(work / "demo_train", DemoCorpusConfig(minutes=minutes, split="train"))
     build_demo_corpus(work / "demo_eval", DemoCorpusConfig(minutes=minutes / 6, split="eval"))

@@ -19,7 +19,8 @@ from hubertlab.data.alignments import (  # noqa: E402
     read_item_file,
     read_phone_records,
 )
-from hubertlab.data.demo_corpus import (  # noqa: E402
+from hubertlab.data.manifest import read_manifest  # noqa: E402
+from hubertlab.demo.corpus import (  # noqa: E402
     DemoCorpusConfig,
     build_demo_corpus,
     max_speakers,
@@ -27,9 +28,8 @@ from hubertlab.data.demo_corpus import (  # noqa: E402
     normalize_phone,
     phone_segments,
 )
-from hubertlab.data.espeak import synthesize  # noqa: E402
-from hubertlab.data.manifest import read_manifest  # noqa: E402
-from hubertlab.data.sentences import LANGUAGES, make_text, sentence_split  # noqa: E402
+from hubertlab.demo.espeak import synthesize  # noqa: E402
+from hubertlab.demo.sentences import LANGUAGES, make_text, sentence_split  # noqa: E402
 
 MINUTES = 0.3
 CFG = DemoCorpusConfig(minutes=MINUTES, speakers=6, languages=("en", "fr", "es"), seed=3)

@@ -15,8 +15,8 @@ import pytest
 
 from hubertlab.config import ConfigError
 from hubertlab.data.manifest import read_manifest
+from hubertlab.demo.recipe import build_corpora
 from hubertlab.pipeline.config import load_pipeline_config
-from hubertlab.pipeline.demo import build_corpora
 from hubertlab.pipeline.run import pipeline_status
 
 SMALL_MODEL = """
@@ -183,7 +183,7 @@ def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
 
 
 def test_demo_writes_a_config_that_loads(tmp_path):
-    from hubertlab.pipeline.demo import DemoSettings, prepare_demo
+    from hubertlab.demo.recipe import DemoSettings, prepare_demo
     from hubertlab.pipeline.steps import train_config
 
     settings = DemoSettings(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hubertlab.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
+from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 
 
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory, minutes: float = 2.0) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hubertlab.pipeline.demo import DemoSettings, run_demo
+from hubertlab.demo.recipe import DemoSettings, run_demo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

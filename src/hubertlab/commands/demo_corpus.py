@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
+    from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 
     languages = tuple(s.strip() for s in args.languages.split(",") if s.strip())
     cfg = DemoCorpusConfig(

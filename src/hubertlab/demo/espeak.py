@@ -73,7 +73,7 @@ class Synthesis:
     """Samples at `sample_rate` and eSpeak's phone events as (sample, mnemonic), in order.
 
     An event marks where eSpeak starts the phone; a stop's event sits at its release, after
-    the silent closure (see `demo_corpus.move_stop_onsets`). Pause phones start with "_"."""
+    the silent closure (see `corpus.move_stop_onsets`). Pause phones start with "_"."""
 
     samples: np.ndarray  # (num_samples,) int16
     sample_rate: int

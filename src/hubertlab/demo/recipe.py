@@ -115,7 +115,7 @@ def build_corpora(
 ) -> None:
     """Synthesize out/train and out/eval (other sentences), and split the training manifest
     into manifest.train.csv and a seeded random manifest.valid.csv."""
-    from hubertlab.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
+    from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 
     for split, minutes in (("train", train_minutes), ("eval", eval_minutes)):
         corpus_cfg = DemoCorpusConfig(minutes=minutes, speakers=speakers, seed=seed, split=split)

@@ -34,10 +34,10 @@ from hubertlab.data.alignments import (
     write_item_file,
     write_phone_records,
 )
-from hubertlab.data.augment import Channel, degrade
-from hubertlab.data.espeak import ESPEAK_SAMPLE_RATE, synthesize
 from hubertlab.data.manifest import ManifestRow, write_manifest
-from hubertlab.data.sentences import LANGUAGES, SPLITS, make_text
+from hubertlab.demo.augment import Channel, degrade
+from hubertlab.demo.espeak import ESPEAK_SAMPLE_RATE, synthesize
+from hubertlab.demo.sentences import LANGUAGES, SPLITS, make_text
 from hubertlab.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
