@@ -50,12 +50,12 @@ def build(num_units: int):
     ours = HubertModel(cfg).train()
     hf_cfg = transformers.HubertConfig(**hf_config_dict(cfg), attn_implementation="sdpa")
     theirs = transformers.HubertModel(hf_cfg).train()
-    head = CosineHead(cfg.hidden_dim, cfg.final_dim, num_units).train()
+    head = CosineHead(cfg.backbone.hidden_dim, cfg.final_dim, num_units).train()
     return cfg, ours, theirs, head
 
 
-def step_ours(model, waveforms, labels, seed: int) -> None:
-    out = model(waveforms, labels=[labels], generator=torch.Generator().manual_seed(seed))
+def step_ours(model, waveforms, labels, mask) -> None:
+    out = model(waveforms, labels=[labels], mask=mask)
     loss = out.loss_sum / out.num_masked + 10 * out.feature_penalty
     loss.backward()
 
@@ -78,16 +78,16 @@ def measure(args, waveforms, g) -> list[tuple]:
     rows = []
     for num_units in args.units:
         cfg, ours, theirs, head = build(num_units)
-        frames = int(ours.frame_lengths(torch.tensor([SAMPLES]))[0])
+        frames = int(ours.backbone.frame_lengths(SAMPLES))
         labels = torch.randint(0, num_units, (BATCH, frames), generator=g)
         mask = compute_span_mask(torch.full((BATCH,), frames), generator=g)
         for precision in ("fp32", "bf16"):
             bf16 = precision == "bf16"
 
-            def run_ours(bf16=bf16, ours=ours, labels=labels):
+            def run_ours(bf16=bf16, ours=ours, labels=labels, mask=mask):
                 ours.zero_grad(set_to_none=True)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    step_ours(ours, waveforms, labels, seed=0)
+                    step_ours(ours, waveforms, labels, mask)
 
             def run_theirs(bf16=bf16, theirs=theirs, head=head, labels=labels, mask=mask):
                 theirs.zero_grad(set_to_none=True)

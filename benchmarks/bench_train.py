@@ -1,10 +1,10 @@
 """Audio-seconds per second of a full HuBERT-base training step on this machine (forward,
 backward, gradient clipping, AdamW step), fp32 and bf16 autocast, on 2 x 4 s, 100 units.
 
-Ours runs the training loop's own pieces (model_forward, the loss of train/loop.py,
-build_optimizer); beside it, transformers' HubertModel + a cosine head + AdamW (both AdamW
-fused, as the loop uses it). Measurements
-alternate between configurations so that load from other processes hits all of them alike.
+Ours runs the training loop's own pieces (the HuBERT task's loss through forward_loss, the
+loss scaling of train/loop.py, build_optimizer); beside it, transformers' HubertModel + a cosine
+head + AdamW (both AdamW fused, as the loop uses it). Measurements alternate between
+configurations so that load from other processes hits all of them alike.
 
     python benchmarks/bench_train.py [--reps 5] [--threads 2]
 """
@@ -21,25 +21,34 @@ import torch
 from bench_model import CosineHead  # noqa: E402
 
 from hubertlab.allocator import keep_freed_memory
+from hubertlab.data.dataset import Batch
 from hubertlab.data.masking import compute_span_mask
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.convert import hf_config_dict
-from hubertlab.models.hubert import HubertModel
-from hubertlab.train.config import OptimSection
+from hubertlab.tasks import build_task
+from hubertlab.train.config import OptimSection, train_config_from_dict
 from hubertlab.train.optim import build_optimizer
-from hubertlab.train.validate import model_forward
+from hubertlab.train.validate import forward_loss
 
 SECONDS, BATCH, NUM_UNITS = 4.0, 2, 100
 SAMPLES = int(SECONDS * 16000)
 
 
-def make_ours(cfg: HubertConfig, batch: dict):
-    model = HubertModel(cfg).train()
+def make_ours(batch: Batch):
+    cfg = train_config_from_dict(
+        {
+            "model": {"preset": "base", "overrides": {"layerdrop": 0.0}},
+            "data": {"train_manifest": "-", "train_units": ["-"], "num_units": [NUM_UNITS]},
+            "run": {"out_dir": "-"},
+        }
+    )
+    task = build_task(cfg)
+    model = task.build_model().train()
     optimizer = build_optimizer(model, OptimSection(lr=1e-5, warmup_steps=0), fused=True)
 
     def step(bf16: bool) -> None:
-        out = model_forward(model, batch, torch.device("cpu"), bf16=bf16)
-        loss = out.loss_sum / batch["num_masked"] + cfg.feature_penalty_weight * out.feature_penalty
+        out = forward_loss(task, model, batch, torch.device("cpu"), bf16=bf16)
+        loss = out.loss_sum / task.normaliser(batch) + out.mean_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
@@ -48,21 +57,21 @@ def make_ours(cfg: HubertConfig, batch: dict):
     return step
 
 
-def make_theirs(cfg: HubertConfig, batch: dict):
+def make_theirs(cfg: HubertConfig, batch: Batch):
     import transformers
 
     hf_cfg = transformers.HubertConfig(**hf_config_dict(cfg), attn_implementation="sdpa")
     model = transformers.HubertModel(hf_cfg).train()
-    head = CosineHead(cfg.hidden_dim, cfg.final_dim, NUM_UNITS).train()
+    head = CosineHead(cfg.backbone.hidden_dim, cfg.final_dim, NUM_UNITS).train()
     params = list(model.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(
         params, lr=1e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01, fused=True
     )
-    mask, labels = batch["mask"], batch["labels"][0]
+    mask, labels = batch.mask, batch.labels[0]
 
     def step(bf16: bool) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            x = model(batch["waveforms"], mask_time_indices=mask).last_hidden_state
+            x = model(batch.waveforms, mask_time_indices=mask).last_hidden_state
             loss = head(x, labels, mask) / mask.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 10.0)
@@ -84,24 +93,22 @@ def main() -> None:
     cfg = HubertConfig.preset("base", num_units=(NUM_UNITS,), layerdrop=0.0)
     g = torch.Generator().manual_seed(0)
     frames = (SAMPLES - 400) // 320 + 1
-    mask_seed = 1
     mask = compute_span_mask(
         torch.full((BATCH,), frames),
         mask_prob=cfg.mask_prob,
         mask_length=cfg.mask_length,
         min_masks=cfg.min_masks,
-        generator=torch.Generator().manual_seed(mask_seed),
+        generator=torch.Generator().manual_seed(1),
         num_frames=frames,
     )
-    batch = {
-        "waveforms": 0.1 * torch.randn(BATCH, SAMPLES, generator=g),
-        "lengths": torch.full((BATCH,), SAMPLES),
-        "labels": [torch.randint(0, NUM_UNITS, (BATCH, frames), generator=g)],
-        "mask_seed": mask_seed,
-        "mask": mask,
-        "num_masked": int(mask.sum()),
-    }
-    steps = {"hubertlab": make_ours(cfg, batch)}
+    batch = Batch(
+        waveforms=0.1 * torch.randn(BATCH, SAMPLES, generator=g),
+        lengths=torch.full((BATCH,), SAMPLES),
+        frame_lengths=torch.full((BATCH,), frames),
+        labels=[torch.randint(0, NUM_UNITS, (BATCH, frames), generator=g)],
+        mask=mask,
+    )
+    steps = {"hubertlab": make_ours(batch)}
     if not args.no_transformers:
         steps["transformers"] = make_theirs(cfg, batch)
     configs = [(name, precision) for precision in ("fp32", "bf16") for name in steps]

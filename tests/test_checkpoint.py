@@ -42,7 +42,7 @@ def small_config(layout: str, **overrides) -> HubertConfig:
     )
     if layout == "large":
         common.update(conv_norm="layer", conv_bias=True, pre_ln=True)
-    return HubertConfig(**{**common, **overrides})
+    return HubertConfig.from_dict({**common, **overrides})
 
 
 def hf_model(layout: str) -> transformers.HubertModel:
@@ -94,7 +94,7 @@ def test_transformers_to_ours_and_back(layout, tmp_path):
     reference = hf_hidden(hf, waveforms, lengths)
     hf.save_pretrained(tmp_path / "hf")
     ours = from_pretrained(tmp_path / "hf", num_units=(20,), final_dim=16)
-    assert ours.cfg.pre_ln == (layout == "large")
+    assert ours.cfg.backbone.pre_ln == (layout == "large")
     assert_same_hidden(ours, reference, waveforms, lengths)
 
     # ours -> transformers: the exported dir loads in transformers and gives the same states.
@@ -129,7 +129,9 @@ def test_own_dir_and_training_checkpoint(tmp_path):
     # A new head (iteration 2 with 30 units): backbone kept, head fresh, no error.
     fresh = from_pretrained(tmp_path / "ckpt.pt", num_units=(30,))
     assert fresh.unit_embeddings[0].shape == (30, 16)
-    torch.testing.assert_close(fresh.feature_proj.weight, model.feature_proj.weight)
+    torch.testing.assert_close(
+        fresh.backbone.feature_proj.weight, model.backbone.feature_proj.weight
+    )
     dropped = from_pretrained(tmp_path / "ckpt.pt", keep_head=False)
     assert not torch.equal(dropped.unit_embeddings[0], model.unit_embeddings[0])
 
@@ -161,7 +163,8 @@ def test_torchaudio_state_dict(tmp_path):
     ta["model.logit_generator.final_proj.bias"] = model.final_proj[0].bias.detach()
     torch.save({"state_dict": ta}, tmp_path / "ta.ckpt")
     loaded = from_pretrained(tmp_path / "ta.ckpt", pos_conv_kernel=16)
-    assert loaded.cfg.pre_ln and loaded.cfg.conv_norm == "layer" and loaded.cfg.num_heads == 1
+    b = loaded.cfg.backbone
+    assert b.pre_ln and b.conv_norm == "layer" and b.num_heads == 1
     for k, v in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v, atol=0, rtol=0, msg=k)
 
@@ -221,7 +224,7 @@ def test_fairseq_checkpoint(tmp_path):
     model = HubertModel(small_config("base")).eval()
     torch.save(fairseq_checkpoint(model, labels=["km"]), tmp_path / "fs.pt")
     loaded = from_pretrained(tmp_path / "fs.pt")
-    assert loaded.cfg.num_units == (20,) and loaded.cfg.num_heads == 4
+    assert loaded.cfg.num_units == (20,) and loaded.cfg.backbone.num_heads == 4
     for k, v in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v, atol=0, rtol=0, msg=k)
 

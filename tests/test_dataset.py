@@ -54,11 +54,11 @@ def test_labels_line_up_with_the_cropped_frames(corpus, batching):
     collate = CropCollator(max_samples=12000, batching=batching, seed=7)
     keys = [SampleKey(0, 0, 0, i) for i in range(len(ds)) if i != 2]  # 2 is corrupt
     batch = collate([ds[k] for k in keys])
-    assert batch["size"] == len(keys)
+    assert batch.size == len(keys)
     for b, key in enumerate(keys):
         item = ds[key]
-        n = int(batch["lengths"][b])
-        wav = batch["waveforms"][b, :n].numpy()
+        n = int(batch.lengths[b])
+        wav = batch.waveforms[b, :n].numpy()
         # Find the crop start in the file: it must be a multiple of 320 samples.
         starts = [
             s
@@ -67,26 +67,26 @@ def test_labels_line_up_with_the_cropped_frames(corpus, batching):
         ]
         assert starts, "crop does not start at a multiple of 320 samples"
         frames = num_frames(n)
-        labels = batch["labels"][0][b]
+        labels = batch.labels[0][b]
         expected = (starts[0] // FRAME_HOP + np.arange(frames)) % NUM_UNITS
         assert labels[:frames].tolist() == expected.tolist()
         assert (labels[frames:] == -1).all()  # padding is ignored by the model
-        assert int(batch["frame_lengths"][b]) == frames
+        assert int(batch.frame_lengths[b]) == frames
     if batching == "crop":
-        assert len(set(batch["lengths"].tolist())) == 1
-        assert int(batch["lengths"][0]) == min(min(len(ds[k]["wav"]) for k in keys), 12000)
+        assert len(set(batch.lengths.tolist())) == 1
+        assert int(batch.lengths[0]) == min(min(len(ds[k]["wav"]) for k in keys), 12000)
     else:
-        assert batch["waveforms"].shape[1] == max(batch["lengths"].tolist())
+        assert batch.waveforms.shape[1] == max(batch.lengths.tolist())
 
 
 def test_crops_and_masks_do_not_depend_on_workers(corpus):
     a = take(iter(loader(corpus, num_workers=0)), 6)
     b = take(iter(loader(corpus, num_workers=2)), 6)
     for x, y in zip(a, b, strict=True):
-        assert x["indices"] == y["indices"]
-        assert torch.equal(x["waveforms"], y["waveforms"])
-        assert torch.equal(x["mask"], y["mask"])
-        assert x["num_masked"] == int(x["mask"].sum()) > 0
+        assert x.indices == y.indices
+        assert torch.equal(x.waveforms, y.waveforms)
+        assert torch.equal(x.mask, y.mask)
+        assert x.num_masked == int(x.mask.sum()) > 0
 
 
 def test_resumed_loader_repeats_and_skips_nothing(corpus):
@@ -99,17 +99,33 @@ def test_resumed_loader_repeats_and_skips_nothing(corpus):
     resumed.load_state_dict(state)
     rest = take(iter(resumed), 7)
     for x, y in zip(reference[5:], rest, strict=True):
-        assert (x["epoch"], x["batch"], x["indices"]) == (y["epoch"], y["batch"], y["indices"])
-        assert torch.equal(x["waveforms"], y["waveforms"])
+        assert (x.epoch, x.batch_id, x.indices) == (y.epoch, y.batch_id, y.indices)
+        assert torch.equal(x.waveforms, y.waveforms)
 
 
 def test_corrupt_audio_is_skipped_logged_and_counted(corpus, caplog):
     with caplog.at_level(logging.WARNING, logger="hubertlab.data.dataset"):
         batches = take(iter(loader(corpus)), 20)
-    skipped = sum(b["num_skipped"] for b in batches)
+    skipped = sum(b.num_skipped for b in batches)
     assert skipped >= 2  # the file is in every epoch
     assert "skipping unreadable audio spk0/utt002" in caplog.text
-    assert all(2 not in b.get("indices", []) for b in batches)
+    assert all(2 not in b.indices for b in batches)
+
+
+def test_audio_changed_since_the_manifest_is_skipped_not_trained_on(tmp_path, caplog):
+    """A file replaced by a shorter one after the manifest was written: its units describe other
+    audio, so the item is skipped and logged like a corrupt file (never cut to fit)."""
+    from hubertlab.data.audio import write_audio
+
+    manifest, units = make_corpus(tmp_path, [1.0, 1.2])
+    ds = UnitDataset(read_manifest(manifest), [read_units(units)])
+    write_audio(tmp_path / "train" / "wav" / "spk1" / "utt001.wav", np.zeros(8000, np.float32))
+    with caplog.at_level(logging.WARNING, logger="hubertlab.data.dataset"):
+        item = ds[SampleKey(0, 0, 0, 1)]
+    assert item["wav"] is None and "spk1/utt001" in caplog.text and "8000 samples" in caplog.text
+    assert ds[SampleKey(0, 0, 0, 0)]["wav"] is not None
+    batch = CropCollator(max_samples=16000, mask=MaskSpec())([ds[SampleKey(0, 0, 0, 1)]])
+    assert not batch.real and batch.num_skipped == 1 and batch.num_masked == 0
 
 
 def test_rows_without_units_are_dropped_and_wrong_counts_fail(corpus, caplog):

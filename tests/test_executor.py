@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hubertlab.pipeline.executor import ExecutorConfig, SlurmConfig, run_shards
+from hubertlab.pipeline.executor import ExecutorConfig, run_shards
+from hubertlab.slurm import SlurmConfig
 
 
 def write_shard(shard: int, num_shards: int, out: str) -> None:
@@ -24,8 +25,10 @@ def test_local_shards(tmp_path, workers):
     cfg = ExecutorConfig(kind="local", workers=workers, num_shards=3)
     run_shards(cfg, write_shard, (str(tmp_path),), tmp_path / "logs", "t")
     assert sorted(p.name for p in tmp_path.glob("*-of-3")) == ["0-of-3", "1-of-3", "2-of-3"]
+    # One worker runs the shards in this process; several run them in worker processes (how
+    # many of those get a shard depends on how fast each one starts: not asserted).
     pids = {p.read_text() for p in tmp_path.glob("*-of-3")}
-    assert (len(pids) > 1) == (workers > 1)
+    assert (pids == {str(os.getpid())}) == (workers == 1)
 
 
 def test_local_shard_error_propagates(tmp_path):

@@ -187,7 +187,7 @@ def test_layer_features_chunked_like_whole_file(manifest_path, tmp_path):
     wav = np.random.default_rng(0).standard_normal(16000 * 12 + 123).astype(np.float32) * 0.1
     whole = LayerExtractor(model, 2, chunk_seconds=100)(wav)
     chunked = LayerExtractor(model, 2, chunk_seconds=3, context_seconds=2)(wav)
-    assert whole.shape == chunked.shape == (num_frames(len(wav)), model.cfg.hidden_dim)
+    assert whole.shape == chunked.shape == (num_frames(len(wav)), model.cfg.backbone.hidden_dim)
     # 2 s of context each side: borders move features by ~1% of their range at most
     assert np.abs(whole - chunked).max() < 0.03 * np.abs(whole).max()
     no_context = LayerExtractor(model, 2, chunk_seconds=3, context_seconds=0)(wav)
@@ -201,7 +201,10 @@ def test_layer_features_chunked_like_whole_file(manifest_path, tmp_path):
     store = FeatureStore.open(tmp_path / "s")
     assert store.meta["extractor"]["layer"] == 1 and store.frame_rate_hz == 50
     first = manifest[0]
-    assert store[first.fileid].shape == (num_frames(first.num_samples), model.cfg.hidden_dim)
+    assert store[first.fileid].shape == (
+        num_frames(first.num_samples),
+        model.cfg.backbone.hidden_dim,
+    )
     # a checkpoint folder gives the same features as the model object
     from hubertlab.models.checkpoint import save_pretrained
 

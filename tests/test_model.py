@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hubertlab.config import ConfigError
+from hubertlab.data.masking import compute_span_mask
 from hubertlab.models import components
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.hubert import HubertModel
@@ -30,7 +31,7 @@ def small(**overrides) -> HubertConfig:
         input_dropout=0.0,
         layerdrop=0.0,
     )
-    return HubertConfig(**{**base, **overrides})
+    return HubertConfig.from_dict({**base, **overrides})
 
 
 def make(cfg: HubertConfig, seed: int = 0) -> HubertModel:
@@ -46,20 +47,28 @@ def data(batch: int = 2, num_samples: int = 16000, num_units: tuple[int, ...] = 
     return waveforms, labels
 
 
+def span_mask(labels: list[torch.Tensor], seed: int) -> torch.Tensor:
+    """The span mask the data pipeline would draw for unpadded rows of labels[0]'s width."""
+    batch, frames = labels[0].shape
+    generator = torch.Generator().manual_seed(seed)
+    return compute_span_mask(torch.full((batch,), frames), generator=generator)
+
+
 def loss_of(out, cfg) -> torch.Tensor:
     return out.loss_sum / out.num_masked + cfg.feature_penalty_weight * out.feature_penalty
 
 
 def test_presets_and_config_checks():
     base, large = HubertConfig.preset("base"), HubertConfig.preset("large")
-    assert (base.hidden_dim, base.num_layers, base.final_dim, base.pre_ln) == (768, 12, 256, False)
-    assert (large.hidden_dim, large.num_layers, large.pre_ln, large.conv_norm) == (
+    b, lb = base.backbone, large.backbone
+    assert (b.hidden_dim, b.num_layers, base.final_dim, b.pre_ln) == (768, 12, 256, False)
+    assert (lb.hidden_dim, lb.num_layers, lb.pre_ln, lb.conv_norm) == (
         1024,
         24,
         True,
         "layer",
     )
-    assert HubertConfig.preset("xlarge").hidden_dim == 1280
+    assert HubertConfig.preset("xlarge").backbone.hidden_dim == 1280
     assert HubertConfig.preset("tiny", num_units=(50, 100)).num_units == (50, 100)
     with pytest.raises(ValueError, match="num_heads"):
         small(num_heads=5)
@@ -68,7 +77,15 @@ def test_presets_and_config_checks():
     with pytest.raises(ConfigError, match="hidden_dims"):
         HubertConfig.from_dict({"preset": "tiny", "hidden_dims": 3})
     cfg = HubertConfig.from_dict({"preset": "tiny", "num_units": [7]})
-    assert cfg.num_units == (7,) and cfg.hidden_dim == 256
+    assert cfg.num_units == (7,) and cfg.backbone.hidden_dim == 256
+    # Overrides are checked after the preset is applied: tiny has 4 heads, not base's 12.
+    cfg = HubertConfig.from_dict({"preset": "tiny", "hidden_dim": 128})
+    assert cfg.backbone.hidden_dim == 128 and cfg.backbone.num_heads == 4
+    with pytest.raises(ConfigError, match=r"divisible by num_heads \(4\)"):
+        HubertConfig.from_dict({"preset": "tiny", "hidden_dim": 130})
+    # Flat (legacy checkpoints, overrides) and nested forms give the same config.
+    nested = HubertConfig.from_dict({"backbone": {"hidden_dim": 64, "num_heads": 4}})
+    assert nested == HubertConfig.from_dict({"hidden_dim": 64, "num_heads": 4})
 
 
 def test_loss_falls_on_a_fixed_batch():
@@ -78,7 +95,7 @@ def test_loss_falls_on_a_fixed_batch():
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for step in range(12):
-        out = model(waveforms, labels=labels, generator=torch.Generator().manual_seed(step))
+        out = model(waveforms, labels=labels, mask=span_mask(labels, step))
         loss = loss_of(out, cfg)
         opt.zero_grad()
         loss.backward()
@@ -94,8 +111,8 @@ def test_feature_penalty_is_one_mean_not_a_per_frame_sum():
     model = make(cfg).eval()
     waveforms, labels = data()
     lengths = torch.tensor([16000, 9000])
-    out = model(waveforms, lengths, labels, generator=torch.Generator().manual_seed(0))
-    features, frames = model.cnn_features(waveforms, lengths)
+    out = model(waveforms, lengths, labels, mask=span_mask(labels, 0))
+    features, _, frames = model.backbone.cnn_features(waveforms, lengths)
     valid = torch.cat([features[i, :n] for i, n in enumerate(frames.tolist())])
     assert out.feature_penalty.dim() == 0
     torch.testing.assert_close(out.feature_penalty, valid.float().square().mean())
@@ -104,7 +121,7 @@ def test_feature_penalty_is_one_mean_not_a_per_frame_sum():
         waveforms.repeat(2, 1),
         lengths.repeat(2),
         [lab.repeat(2, 1) for lab in labels],
-        generator=torch.Generator().manual_seed(0),
+        mask=span_mask(labels, 0).repeat(2, 1),
     )
     torch.testing.assert_close(out2.feature_penalty, out.feature_penalty)
 
@@ -115,10 +132,10 @@ def test_cnn_gradient_is_scaled_by_feature_grad_mult():
     for mult in (1.0, 0.1):
         cfg = small(feature_grad_mult=mult)
         model = make(cfg).train()
-        out = model(waveforms, labels=labels, generator=torch.Generator().manual_seed(0))
+        out = model(waveforms, labels=labels, mask=span_mask(labels, 0))
         out.loss_sum.backward()
-        grads[mult] = model.cnn.layers[0].conv.weight.grad.clone()
-        proj_grad = model.feature_proj.weight.grad.clone()
+        grads[mult] = model.backbone.cnn.layers[0].conv.weight.grad.clone()
+        proj_grad = model.backbone.feature_proj.weight.grad.clone()
         grads[f"proj{mult}"] = proj_grad
     torch.testing.assert_close(grads[0.1], 0.1 * grads[1.0])
     torch.testing.assert_close(grads["proj0.1"], grads["proj1.0"])
@@ -127,7 +144,7 @@ def test_cnn_gradient_is_scaled_by_feature_grad_mult():
 def test_500_units_logits_are_one_matrix_product():
     cfg = small(num_units=(500,))
     model = make(cfg)
-    x = torch.randn(77, cfg.hidden_dim)
+    x = torch.randn(77, cfg.backbone.hidden_dim)
     logits = model.unit_logits(x)
     assert logits.shape == (77, 500)
     proj = F.normalize(model.final_proj[0](x), dim=-1)
@@ -137,7 +154,7 @@ def test_500_units_logits_are_one_matrix_product():
     # The whole training forward with 500 units allocates nothing of size K x N x final_dim.
     waveforms, labels = data(num_units=(500,))
     with torch.profiler.profile(profile_memory=True) as prof:
-        out = model.train()(waveforms, labels=labels, generator=torch.Generator().manual_seed(0))
+        out = model.train()(waveforms, labels=labels, mask=span_mask(labels, 0))
     frames = labels[0].numel()
     biggest = max(e.cpu_memory_usage for e in prof.events())  # bytes, one op call
     assert biggest < 500 * frames * cfg.final_dim * 4 // 2
@@ -148,7 +165,7 @@ def test_cluster_ensemble_has_one_head_per_unit_set():
     cfg = small(num_units=(20, 7))
     model = make(cfg).train()
     waveforms, labels = data(num_units=(20, 7))
-    out = model(waveforms, labels=labels, generator=torch.Generator().manual_seed(0))
+    out = model(waveforms, labels=labels, mask=span_mask(labels, 0))
     out.loss_sum.backward()
     assert model.unit_embeddings[0].shape == (20, 32) and model.unit_embeddings[1].shape == (7, 32)
     assert model.unit_embeddings[1].grad.abs().sum() > 0
@@ -166,7 +183,7 @@ def test_cluster_ensemble_has_one_head_per_unit_set():
         state["final_proj.0.bias"] = model.final_proj[j].bias
         state["unit_embeddings.0"] = model.unit_embeddings[j]
         m.load_state_dict(state)
-        o = m.train()(waveforms, labels=[labels[j]], generator=torch.Generator().manual_seed(0))
+        o = m.train()(waveforms, labels=[labels[j]], mask=span_mask(labels, 0))
         total = total + o.loss_sum.item()
     assert out.loss_sum.item() == pytest.approx(total, rel=1e-4)
     with pytest.raises(ValueError, match="label sets"):
@@ -177,7 +194,7 @@ def test_layerdrop_follows_its_generator():
     cfg = small(layerdrop=0.5, num_layers=6)
     model = make(cfg).train()
     calls: list[int] = []
-    for i, layer in enumerate(model.encoder.layers):
+    for i, layer in enumerate(model.backbone.encoder.layers):
         layer.register_forward_hook(lambda *_, i=i: calls.append(i))
     waveforms, labels = data()
 
@@ -186,7 +203,7 @@ def test_layerdrop_follows_its_generator():
         out = model(
             waveforms,
             labels=labels,
-            generator=torch.Generator().manual_seed(0),
+            mask=span_mask(labels, 0),
             layerdrop_generator=torch.Generator().manual_seed(seed),
         )
         return list(calls), out.loss_sum.item()
@@ -234,7 +251,7 @@ def test_no_attention_mask_without_padding(monkeypatch):
 def test_output_layer_stops_early():
     model = make(small()).eval()
     calls = []
-    model.encoder.layers[2].register_forward_hook(lambda *_: calls.append(2))
+    model.backbone.encoder.layers[2].register_forward_hook(lambda *_: calls.append(2))
     waveforms = torch.randn(1, 8000)
     full, _ = model.extract_features(waveforms)
     part, _ = model.extract_features(waveforms, output_layer=2)
@@ -250,7 +267,7 @@ def test_bf16_autocast_trains():
     model = make(cfg).train()
     waveforms, labels = data()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(waveforms, labels=labels, generator=torch.Generator().manual_seed(0))
+        out = model(waveforms, labels=labels, mask=span_mask(labels, 0))
         loss = loss_of(out, cfg)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()

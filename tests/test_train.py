@@ -230,7 +230,7 @@ def test_batches_whose_files_all_fail_are_skipped(tmp_path):
 def test_new_head_drops_the_old_unit_embeddings(corpus, tmp_path):
     """The next iteration keeps the backbone but not the head: its units are new clusters,
     even when their number is the same."""
-    from hubertlab.train.loop import build_model
+    from hubertlab.tasks import build_task
 
     train_set, _ = corpus
     first = write_config(
@@ -246,7 +246,39 @@ def test_new_head_drops_the_old_unit_embeddings(corpus, tmp_path):
             tmp_path / "b",
             model={"from_pretrained": str(source), "new_head": new_head},
         )
-        state = build_model(load_train_config(path)).state_dict()
+        state = build_task(load_train_config(path)).build_model().state_dict()
         assert torch.equal(state["mask_embedding"], old["mask_embedding"])
         head_equal = torch.equal(state["unit_embeddings.0"], old["unit_embeddings.0"])
         assert head_equal == (not new_head)
+
+
+def test_a_damaged_checkpoint_falls_back_and_stale_temp_files_go(corpus, tmp_path, caplog):
+    """A truncated latest checkpoint (a full disk, a copy gone wrong): training resumes from the
+    previous intact one with a warning, `validate` reports the broken one and scores the rest;
+    temp files of killed checkpoint writes are removed at start."""
+    train_set, valid_set = corpus
+    path = write_config(
+        tmp_path / "c.toml",
+        train_set,
+        tmp_path / "run",
+        valid=valid_set,
+        run={"ckpt_every": 5, "keep_last": 5, "valid_every": 0},
+        optim={"max_steps": 10},
+    )
+    cfg = load_train_config(path)
+    train(cfg)
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    last = ckpt.checkpoint_path(ckpt_dir, 10)
+    last.write_bytes(last.read_bytes()[:1000])
+    stale = ckpt_dir / ".step_00000010.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    out = tmp_path / "valid.jsonl"
+    assert main(["validate", str(ckpt_dir), "--config", str(path), "--out", str(out)]) == 0
+    records = {r["step"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert "error" in records[10] and str(last) in records[10]["error"]
+    assert records[5]["best"] and "loss" in records[5]
+    with caplog.at_level("WARNING"):
+        result = train(cfg)
+    assert "falling back to the previous checkpoint" in caplog.text and str(last) in caplog.text
+    assert result["step"] == 10 and not stale.exists()
+    assert ckpt.load_checkpoint(last)["step"] == 10  # rewritten whole from step 5

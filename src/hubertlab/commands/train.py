@@ -19,9 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument("--nodes", type=int, default=1)
     slurm.add_argument("--gpus-per-node", type=int, default=1, help="one task per GPU")
     slurm.add_argument("--cpus-per-task", type=int, default=8)
+    slurm.add_argument("--mem-gb", type=int, default=64, help="memory per node")
     slurm.add_argument("--time", type=int, default=24 * 60, help="minutes per job (requeued)")
-    slurm.add_argument("--partition")
-    slurm.add_argument("--account")
+    slurm.add_argument("--partition", default="")
+    slurm.add_argument("--account", default="")
+    slurm.add_argument("--qos", default="")
+    slurm.add_argument("--constraint", default="", help="node features, e.g. h100")
     slurm.add_argument("--wait", action="store_true", help="wait for the job and print its result")
 
 
@@ -37,21 +40,17 @@ def run(args: argparse.Namespace) -> int:
         if result.get("rank", 0) == 0:  # under torchrun, one line per job, not per rank
             print(json.dumps({k: v for k, v in result.items() if k != "valid"}, default=str))
         return 0
-    for name in ("nodes", "gpus_per_node", "cpus_per_task", "time"):
-        if getattr(args, name) < (0 if name == "gpus_per_node" else 1):
-            raise ValueError(f"--{name.replace('_', '-')}: got {getattr(args, name)}")
-    from hubertlab.train.launch import submit
+    from hubertlab.slurm import SlurmConfig, submit_training
 
-    job = submit(
-        cfg,
-        nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node,
-        time_minutes=args.time,
-        partition=args.partition,
-        account=args.account,
-        cpus_per_task=args.cpus_per_task,
-        local=args.local,
-    )
+    try:
+        slurm = SlurmConfig(
+            partition=args.partition, account=args.account, qos=args.qos,
+            constraint=args.constraint, time_min=args.time, cpus_per_task=args.cpus_per_task,
+            mem_gb=args.mem_gb, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+        )  # fmt: skip
+    except ValueError as e:
+        raise ValueError(f"--slurm options: {e}") from None
+    job = submit_training(cfg, slurm, local=args.local)
     print(f"submitted job {job.job_id}")
     if args.wait:
         print(json.dumps(job.result(), default=str))

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hubertlab.train.config import load_train_config
-    from hubertlab.train.launch import pick_device
+    from hubertlab.train.distributed import pick_device
     from hubertlab.train.validate import validate_checkpoints
 
     cfg = load_train_config(args.config)

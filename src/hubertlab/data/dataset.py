@@ -1,4 +1,5 @@
-"""Waveforms with their units for pretraining: dataset, cropping collator, resumable loader.
+"""Waveforms (with their units, when the task has any) for training: the Batch every task
+receives, dataset, cropping collator, resumable loader.
 
 Crops start at multiples of FRAME_HOP samples, so the first label of a crop starting at sample s
 is unit s / 320 of the file: labels stay frame-exact (REFERENCE.md section 8). Every random
@@ -10,14 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hubertlab.constants import FRAME_HOP, num_frames
+from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, num_frames
 from hubertlab.data.manifest import Manifest
 from hubertlab.data.masking import compute_span_mask
 from hubertlab.data.sampler import BucketBatchSampler, SampleKey
@@ -34,8 +35,57 @@ class MaskSpec:
     min_masks: int = 2
 
 
+@dataclass
+class Batch:
+    """What a collator hands the training loop and a task: the contract between them.
+
+    Labels and mask are on the frame grid of hubertlab.constants (frame k covers samples
+    [320 k, 320 k + 400)); padded frames have label -1 and are never masked."""
+
+    waveforms: torch.Tensor  # (batch, samples) float32
+    lengths: torch.Tensor  # (batch,) valid samples per row
+    frame_lengths: torch.Tensor  # (batch,) valid frames per row
+    labels: list[torch.Tensor]  # one (batch, frames) long tensor per unit set; -1: ignored
+    mask: torch.Tensor | None  # (batch, frames) bool span mask, drawn once, by the collator
+    epoch: int = 0
+    position: int = 0  # index of the batch in this rank's list for the epoch
+    batch_id: int = 0  # index in the epoch's global list (>= num_batches: rank padding)
+    indices: list[int] = field(default_factory=list)  # dataset rows
+    num_skipped: int = 0  # items that failed to decode
+    real: bool = True  # False: a weightless stand-in for a batch whose files all failed
+    count: bool = True  # validation: False for batches that only pad a rank's share
+    extra: dict[str, Any] = field(default_factory=dict)  # task-specific tensors (targets...)
+
+    @property
+    def size(self) -> int:
+        return int(self.waveforms.shape[0])
+
+    @property
+    def num_masked(self) -> int:
+        """Masked frames with a label (what HuBERT's and SpidR's losses are normalised by)."""
+        if self.mask is None or not self.real:
+            return 0
+        if not self.labels:
+            return int(self.mask.sum())
+        return int((self.mask & (self.labels[0][:, : self.mask.shape[1]] >= 0)).sum())
+
+    def to(self, device: torch.device, *, non_blocking: bool = False) -> Batch:
+        def move(t: Any) -> Any:
+            return t.to(device, non_blocking=non_blocking) if torch.is_tensor(t) else t
+
+        return replace(
+            self,
+            waveforms=move(self.waveforms),
+            lengths=move(self.lengths),
+            frame_lengths=move(self.frame_lengths),
+            labels=[move(t) for t in self.labels],
+            mask=move(self.mask),
+            extra={k: move(v) for k, v in self.extra.items()},
+        )
+
+
 class UnitDataset(torch.utils.data.Dataset):
-    """Manifest rows joined with one or more unit sets; __getitem__ takes a SampleKey.
+    """Manifest rows joined with zero or more unit sets; __getitem__ takes a SampleKey.
 
     Rows without units in every set are dropped with a warning (never a crash in the middle of
     training); rows whose unit count differs from num_frames(num_samples) are an error, since it
@@ -95,23 +145,32 @@ class UnitDataset(torch.utils.data.Dataset):
         return self.manifest[self.rows[index]].num_samples
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
-        """{"key", "wav", "units"}; "wav" is None when the audio cannot be decoded."""
+        """{"key", "wav", "units"}; "wav" is None when the audio cannot be decoded or no longer
+        has the manifest's length (units made for other audio must not be trained on)."""
         row = self.manifest[self.rows[key.index]]
+        failed = {"key": key, "wav": None, "units": [None] * len(self.unit_sets)}
         try:
             wav = row.read_audio(self.manifest.root)
         except Exception as e:  # noqa: BLE001 - any decoding failure skips the item
             log.warning("skipping unreadable audio %s (%s): %s", row.fileid, row.path, e)
-            return {"key": key, "wav": None, "units": None}
-        num_samples = min(len(wav), row.num_samples)
-        units = [u[row.fileid][: num_frames(num_samples)] for u in self.unit_sets]
-        return {"key": key, "wav": wav[:num_samples], "units": units}
+            return failed
+        if len(wav) != row.num_samples:
+            log.warning(
+                "skipping %s (%s): %d samples, the manifest %s says %d (the file changed since "
+                "the manifest was made; rebuild it and its units)",
+                row.fileid, row.path, len(wav), self.manifest.source, row.num_samples,
+            )  # fmt: skip
+            return failed
+        return {"key": key, "wav": wav, "units": [u[row.fileid] for u in self.unit_sets]}
 
 
 class CropCollator:
-    """Crop (random, at multiples of 320 samples) and batch items; compute the span mask.
+    """Crop (random, at multiples of 320 samples) and batch items; draw the span mask.
 
     "crop": every item is cut to the shortest in the batch (capped at max_samples), no padding.
-    "pad": every item is cut to max_samples at most, and padded with zeros to the longest."""
+    "pad": every item is cut to max_samples at most, and padded with zeros to the longest.
+    A batch whose files all failed to decode becomes a stand-in (`real` False): one silent row
+    of `min_samples` with every label ignored, so every rank still runs the same collectives."""
 
     def __init__(
         self,
@@ -121,6 +180,7 @@ class CropCollator:
         seed: int = 0,
         mask: MaskSpec | None = None,
         random_crop: bool = True,
+        min_samples: int = RECEPTIVE_FIELD,
     ) -> None:
         if batching not in ("crop", "pad"):
             raise ValueError(f"batching must be 'crop' or 'pad', got {batching!r}")
@@ -129,6 +189,7 @@ class CropCollator:
         self.seed = seed
         self.mask = mask
         self.random_crop = random_crop
+        self.min_samples = max(min_samples, RECEPTIVE_FIELD)
 
     def crop_start(self, key: SampleKey, num_samples: int, target: int) -> int:
         """A start sample, multiple of FRAME_HOP, with start + target <= num_samples."""
@@ -138,19 +199,19 @@ class CropCollator:
         rng = np.random.default_rng([self.seed, key.epoch, key.index])
         return FRAME_HOP * int(rng.integers(0, num_starts))
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, items: list[dict[str, Any]]) -> Batch:
         first = items[0]["key"]
-        where = {"epoch": first.epoch, "position": first.position, "batch": first.batch}
+        where = {"epoch": first.epoch, "position": first.position, "batch_id": first.batch}
+        num_sets = len(items[0]["units"])
         num_skipped = sum(it["wav"] is None for it in items)
         items = [it for it in items if it["wav"] is not None]
-        if not items:  # every file of the batch failed: the loop skips it
-            return {"size": 0, "num_skipped": num_skipped, **where}
+        if not items:  # every file of the batch failed: a stand-in the loop gives no weight
+            return self._stand_in(num_sets, num_skipped, where)
         lengths = [min(len(it["wav"]), self.max_samples) for it in items]
         if self.batching == "crop":
             lengths = [min(lengths)] * len(items)
         width = max(lengths)
         width_frames = num_frames(width)
-        num_sets = len(items[0]["units"])
         wavs = torch.zeros(len(items), width)  # (batch, samples)
         # Padded frames get label -1: the model ignores negative ids.
         labels = [
@@ -164,33 +225,44 @@ class CropCollator:
             for s in range(num_sets):
                 labels[s][b, :count] = torch.from_numpy(it["units"][s][offset : offset + count])
         frame_lengths = torch.tensor([num_frames(n) for n in lengths])
-        batch = {
-            "size": len(items),
-            "num_skipped": num_skipped,
-            "waveforms": wavs,
-            "lengths": torch.tensor(lengths),
-            "frame_lengths": frame_lengths,
-            "labels": labels,
+        return Batch(
+            waveforms=wavs,
+            lengths=torch.tensor(lengths),
+            frame_lengths=frame_lengths,
+            labels=labels,
+            mask=self._mask(frame_lengths, width_frames, first),
+            indices=[it["key"].index for it in items],
+            num_skipped=num_skipped,
             **where,
-            "indices": [it["key"].index for it in items],
-        }
-        if self.mask is not None:
-            # The mask depends only on the batch identity, so any rank layout gives the same one.
-            # The model draws it again from a generator with this seed; counting it here lets the
-            # loop all-reduce the number of masked frames before any forward pass.
-            batch["mask_seed"] = mask_seed(self.seed, first)
-            generator = torch.Generator().manual_seed(batch["mask_seed"])
-            mask = compute_span_mask(
-                frame_lengths,
-                mask_prob=self.mask.mask_prob,
-                mask_length=self.mask.mask_length,
-                min_masks=self.mask.min_masks,
-                generator=generator,
-                num_frames=width_frames,
-            )
-            batch["mask"] = mask
-            batch["num_masked"] = int(mask.sum())
-        return batch
+        )
+
+    def _mask(self, frame_lengths: torch.Tensor, width: int, key: SampleKey) -> torch.Tensor | None:
+        """The batch's span mask, a function of the batch identity alone: any rank layout and
+        any worker draw the same one."""
+        if self.mask is None:
+            return None
+        generator = torch.Generator().manual_seed(mask_seed(self.seed, key))
+        return compute_span_mask(
+            frame_lengths,
+            mask_prob=self.mask.mask_prob,
+            mask_length=self.mask.mask_length,
+            min_masks=self.mask.min_masks,
+            generator=generator,
+            num_frames=width,
+        )
+
+    def _stand_in(self, num_sets: int, num_skipped: int, where: dict[str, int]) -> Batch:
+        frames = num_frames(self.min_samples)
+        return Batch(
+            waveforms=torch.zeros(1, self.min_samples),
+            lengths=torch.tensor([self.min_samples]),
+            frame_lengths=torch.tensor([frames]),
+            labels=[torch.full((1, frames), -1, dtype=torch.long) for _ in range(num_sets)],
+            mask=None if self.mask is None else torch.zeros(1, frames, dtype=torch.bool),
+            num_skipped=num_skipped,
+            real=False,
+            **where,
+        )
 
 
 def mask_seed(seed: int, key: SampleKey) -> int:
@@ -235,14 +307,14 @@ class ResumableLoader:
             multiprocessing_context="fork" if self.num_workers > 0 and _can_fork() else None,
         )
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         self.sampler.load_state_dict(self._state)
         loader = self.epoch_loader()
         while True:  # each pass over the DataLoader is one epoch of the sampler
             for batch in loader:
                 self._state = {
-                    "epoch": batch["epoch"],
-                    "position": batch["position"] + 1,
+                    "epoch": batch.epoch,
+                    "position": batch.position + 1,
                     "seed": self.sampler.seed,
                 }
                 yield batch

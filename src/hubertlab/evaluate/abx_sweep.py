@@ -84,6 +84,7 @@ def abx_per_layer(
     layer are kept, so memory is ~ (token frames) x dim x 4 bytes per layer.
     """
     config = config or AbxConfig(frame_shift_s=0.02)
+    model = getattr(model, "backbone", model)  # a whole model, or its Backbone
     num_layers = model.cfg.num_layers
     layers = list(range(1, num_layers + 1)) if layers is None else sorted(set(layers))
     if not layers or any(not 0 <= layer <= num_layers for layer in layers):

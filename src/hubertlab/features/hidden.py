@@ -49,18 +49,19 @@ class LayerExtractor:
             if not Path(self.checkpoint).exists():
                 raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
             model = from_pretrained(self.checkpoint, keep_head=False)
-        num_layers = model.cfg.num_layers
+        backbone = getattr(model, "backbone", model)  # a whole model, or its Backbone
+        num_layers = backbone.cfg.num_layers
         if not 1 <= layer <= num_layers:
             raise ValueError(f"layer must be in [1, {num_layers}] for this model, got {layer}")
         # A shallow copy shares the weights; the waveform is standardised here, over the whole
         # file, so per-chunk standardisation inside the model is switched off on the copy.
-        self.standardize = bool(model.cfg.normalize_waveform)
-        self.model = copy.copy(model)
-        self.model.cfg = dataclasses.replace(model.cfg, normalize_waveform=False)
+        self.standardize = bool(backbone.cfg.normalize_waveform)
+        self.model = copy.copy(backbone)
+        self.model.cfg = dataclasses.replace(backbone.cfg, normalize_waveform=False)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.layer = layer
-        self.dim = model.cfg.hidden_dim
+        self.dim = backbone.cfg.hidden_dim
         self.dtype = dtype
         self.chunk_frames = max(1, round(chunk_seconds * LABEL_RATE_HZ))
         self.context_frames = round(context_seconds * LABEL_RATE_HZ)

@@ -12,7 +12,6 @@ classes); anything else (os.system, eval, ...) is refused with an error naming t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import pickle
@@ -26,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from hubertlab.config import to_dict
 from hubertlab.fileio import atomic_write_json
 from hubertlab.models import convert
-from hubertlab.models.config import HubertConfig
+from hubertlab.models.config import HubertConfig, replace_fields
 from hubertlab.models.hubert import HubertModel
 
 logger = logging.getLogger(__name__)
@@ -135,7 +134,7 @@ def build_model(
 ) -> HubertModel:
     """A HubertModel from a config and our-layout state dict (backbone keys must all match)."""
     if overrides:
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = replace_fields(cfg, overrides)
     model = HubertModel(cfg)
     expected = model.state_dict()
     head = {k: v for k, v in state.items() if k.startswith(HEAD_PREFIXES)}
@@ -185,7 +184,7 @@ def read_checkpoint(
         raise CheckpointError(f"{path}: expected a dict, got {type(obj).__name__}")
     if "model_config" in obj and "model" in obj:
         cfg = HubertConfig.from_dict(obj["model_config"], where=f"{path}:model_config")
-        return cfg, dict(obj["model"])
+        return cfg, convert.legacy_to_ours(dict(obj["model"]))
     if "model" in obj and ("args" in obj or "cfg" in obj):
         return _read_fairseq(path, obj, num_units)
     state = obj.get("state_dict", obj)  # Lightning wraps the weights in "state_dict"
@@ -207,10 +206,11 @@ def _read_dir(path: Path) -> tuple[HubertConfig, dict[str, torch.Tensor]]:
     else:
         raise FileNotFoundError(f"{path}: neither {WEIGHTS_NAME} nor pytorch_model.bin")
     if config.get("format") == "hubertlab":
-        return HubertConfig.from_dict(config["model_config"], where=str(config_path)), state
+        cfg = HubertConfig.from_dict(config["model_config"], where=str(config_path))
+        return cfg, convert.legacy_to_ours(state)
     if config.get("model_type") == "hubert":
         fields = convert.hf_config_fields(config)
-        return HubertConfig(**fields), convert.hf_to_ours(state)
+        return HubertConfig.from_dict(fields, where=str(config_path)), convert.hf_to_ours(state)
     raise CheckpointError(f"{config_path}: neither a hubertlab nor a transformers HuBERT config")
 
 

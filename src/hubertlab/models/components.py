@@ -1,5 +1,5 @@
-"""HuBERT building blocks with plain arguments: CNN waveform encoder, convolutional position
-embedding, Transformer layer. `hubert.py` assembles them from a HubertConfig."""
+"""Backbone building blocks with plain arguments: CNN waveform encoder, convolutional position
+embeddings, Transformer layer. `backbone.py` assembles them from a BackboneConfig."""
 
 from __future__ import annotations
 
@@ -150,14 +150,37 @@ class PositionalConv(nn.Module):
         return F.gelu(y).transpose(1, 2)  # (batch, frames, dim)
 
 
+class StackedPositionalConv(nn.Module):
+    """Convolutional position embedding of data2vec 2 / SpidR: `num_layers` grouped Conv1d
+    ('same' padding, odd kernel), each followed by a LayerNorm without affine parameters and
+    GELU; no weight norm."""
+
+    def __init__(self, dim: int, kernel: int, groups: int, num_layers: int, eps: float) -> None:
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"a stacked positional conv needs an odd kernel, got {kernel}")
+        self.dim, self.eps = dim, eps
+        self.convs = nn.ModuleList(
+            nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+            for _ in range(num_layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.transpose(1, 2)  # (batch, dim, frames)
+        for conv in self.convs:
+            y = conv(y).transpose(1, 2)  # (batch, frames, dim)
+            y = F.gelu(F.layer_norm(y, (self.dim,), eps=self.eps)).transpose(1, 2)
+        return y.transpose(1, 2)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused qkv projection, via scaled_dot_product_attention
     (no mask tensor when nothing is padded)."""
 
-    def __init__(self, dim: int, num_heads: int, *, dropout: float) -> None:
+    def __init__(self, dim: int, num_heads: int, *, dropout: float, qkv_bias: bool = True) -> None:
         super().__init__()
         self.num_heads, self.dropout = num_heads, dropout
-        self.qkv = Linear(dim, 3 * dim)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.out = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
@@ -196,10 +219,11 @@ class TransformerLayer(nn.Module):
         attention_dropout: float,
         activation_dropout: float,
         eps: float,
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         self.pre_ln = pre_ln
-        self.attention = SelfAttention(dim, num_heads, dropout=attention_dropout)
+        self.attention = SelfAttention(dim, num_heads, dropout=attention_dropout, qkv_bias=qkv_bias)
         self.attn_norm = nn.LayerNorm(dim, eps=eps)
         self.fc1 = Linear(dim, ffn_dim)
         self.fc2 = Linear(ffn_dim, dim)

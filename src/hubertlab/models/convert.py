@@ -12,32 +12,38 @@ from typing import Any
 
 import torch
 
-from hubertlab.models.config import HubertConfig
+from hubertlab.models.config import CONV_KERNELS, HubertConfig
 
 Tensors = dict[str, torch.Tensor]
 
 # transformers name -> ours; regexes applied to each key (the layer ones keep the index).
 _HF_TO_OURS = [
-    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.", r"cnn.layers.\1.conv."),
-    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", r"cnn.layers.\1.norm."),
-    (r"feature_projection\.layer_norm\.", "feature_norm."),
-    (r"feature_projection\.projection\.", "feature_proj."),
+    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.", r"backbone.cnn.layers.\1.conv."),
+    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", r"backbone.cnn.layers.\1.norm."),
+    (r"feature_projection\.layer_norm\.", "backbone.feature_norm."),
+    (r"feature_projection\.projection\.", "backbone.feature_proj."),
     (r"masked_spec_embed$", "mask_embedding"),
     (
         r"encoder\.pos_conv_embed\.conv\.(weight_g|parametrizations\.weight\.original0)$",
-        "encoder.pos_conv.weight_g",
+        "backbone.encoder.pos_conv.weight_g",
     ),
     (
         r"encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$",
-        "encoder.pos_conv.weight_v",
+        "backbone.encoder.pos_conv.weight_v",
     ),
-    (r"encoder\.pos_conv_embed\.conv\.bias$", "encoder.pos_conv.bias"),
-    (r"encoder\.layer_norm\.", "encoder.norm."),
-    (r"encoder\.layers\.(\d+)\.attention\.out_proj\.", r"encoder.layers.\1.attention.out."),
-    (r"encoder\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.attn_norm."),
-    (r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.", r"encoder.layers.\1.fc1."),
-    (r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.", r"encoder.layers.\1.fc2."),
-    (r"encoder\.layers\.(\d+)\.final_layer_norm\.", r"encoder.layers.\1.ffn_norm."),
+    (r"encoder\.pos_conv_embed\.conv\.bias$", "backbone.encoder.pos_conv.bias"),
+    (r"encoder\.layer_norm\.", "backbone.encoder.norm."),
+    (
+        r"encoder\.layers\.(\d+)\.attention\.out_proj\.",
+        r"backbone.encoder.layers.\1.attention.out.",
+    ),
+    (r"encoder\.layers\.(\d+)\.layer_norm\.", r"backbone.encoder.layers.\1.attn_norm."),
+    (
+        r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.",
+        r"backbone.encoder.layers.\1.fc1.",
+    ),
+    (r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.", r"backbone.encoder.layers.\1.fc2."),
+    (r"encoder\.layers\.(\d+)\.final_layer_norm\.", r"backbone.encoder.layers.\1.ffn_norm."),
 ]
 _QKV = re.compile(r"encoder\.layers\.(\d+)\.attention\.([qkv])_proj\.(weight|bias)$")
 
@@ -63,6 +69,18 @@ _FAIRSEQ_TO_HF = [
 ]
 _HF_POS = "encoder.pos_conv_embed.conv.parametrizations.weight."
 FAIRSEQ_SPECIAL_ROWS = 4  # <s>, <pad>, </s>, <unk> precede the units in each fairseq dictionary
+
+
+BACKBONE_PREFIX = "backbone."
+_LEGACY_BACKBONE = ("cnn.", "feature_norm.", "feature_proj.", "encoder.")
+
+
+def legacy_to_ours(state: Tensors) -> Tensors:
+    """Our checkpoints from before the backbone/head split (flat `cnn.*`, `encoder.*` keys)
+    -> today's keys (`backbone.cnn.*`, ...); today's state dicts pass unchanged."""
+    return {
+        (BACKBONE_PREFIX + k if k.startswith(_LEGACY_BACKBONE) else k): v for k, v in state.items()
+    }
 
 
 def _rename(state: Tensors, rules: list[tuple[str, str]]) -> Tensors:
@@ -92,7 +110,7 @@ def hf_to_ours(state: Tensors) -> Tensors:
     for (layer, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"layer {layer}: attention {kind} lacks one of q/k/v projections")
-        out[f"encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat(
+        out[f"backbone.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat(
             [parts["q"], parts["k"], parts["v"]]
         )
     return out
@@ -122,6 +140,7 @@ def ours_to_hf(state: Tensors) -> Tensors:
     for key, value in state.items():
         if key.startswith(("final_proj.", "unit_embeddings.")):
             continue
+        key = key.removeprefix("backbone.")
         m = re.match(r"encoder\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$", key)
         if m:
             for name, part in zip("qkv", value.chunk(3), strict=True):
@@ -189,6 +208,7 @@ def infer_config(state: Tensors, **known: Any) -> HubertConfig:
     """A config for our-layout `state` from tensor shapes, plus `known` fields. What shapes do
     not tell follows the published models: pre-LN iff the CNN has LayerNorms, 64-dim heads
     (16 heads for 1280 dims), standard strides."""
+    state = {k.removeprefix("backbone."): v for k, v in state.items()}
     convs = sorted(
         (int(m[1]), v)
         for k, v in state.items()
@@ -215,7 +235,7 @@ def infer_config(state: Tensors, **known: Any) -> HubertConfig:
         pos_conv_kernel=v.shape[2],
         pos_conv_groups=hidden_dim // v.shape[1],
     )
-    if len(convs) != 7 or fields["conv_kernels"] != HubertConfig().conv_kernels:
+    if len(convs) != 7 or fields["conv_kernels"] != CONV_KERNELS:
         fields["conv_strides"] = known.pop("conv_strides", None) or tuple(
             max(1, k // 2) for k in fields["conv_kernels"]
         )
@@ -224,7 +244,7 @@ def infer_config(state: Tensors, **known: Any) -> HubertConfig:
         fields["num_units"] = tuple(state[k].shape[0] for k in heads)
         fields["final_dim"] = state[heads[0]].shape[1]
     fields.update(known)
-    return HubertConfig(**fields)
+    return HubertConfig.from_dict(fields, where="inferred config")
 
 
 def _literal_layers(text: str) -> list[tuple[int, int, int]]:
@@ -308,6 +328,8 @@ def hf_config_fields(hf: dict[str, Any]) -> dict[str, Any]:
 
 def hf_config_dict(cfg: HubertConfig) -> dict[str, Any]:
     """transformers HubertConfig keyword arguments for our config."""
+    mask_length = cfg.mask_length
+    cfg = cfg.backbone
     return dict(
         conv_dim=list(cfg.conv_channels),
         conv_kernel=list(cfg.conv_kernels),
@@ -332,5 +354,5 @@ def hf_config_dict(cfg: HubertConfig) -> dict[str, Any]:
         feat_proj_layer_norm=True,
         # transformers' own default masking for fine-tuning; keeps masked_spec_embed.
         mask_time_prob=0.05,
-        mask_time_length=cfg.mask_length,
+        mask_time_length=mask_length,
     )

@@ -1,31 +1,16 @@
-"""HuBERT: CNN encoder, feature projection, mask embedding, Transformer and the masked-prediction
-head (cosine similarity to one learned embedding per unit, temperature 0.1).
-
-Hidden states (extract_features) follow fairseq's `extract_features(output_layer=L)` and
-transformers' `hidden_states`: entry 0 is the Transformer input (after the position embedding,
-and after the LayerNorm for post-LN models), entry L is the output of layer L after its residual
-and norm. For pre-LN models (large, xlarge) the entries are the residual stream, *without* the
-final LayerNorm, exactly like both references; the final LayerNorm only feeds the head.
+"""HuBERT: the shared backbone (models/backbone.py), a mask embedding, and the masked-prediction
+head (cosine similarity to one learned embedding per unit, temperature 0.1) with its loss.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hubertlab.data.masking import compute_span_mask
-from hubertlab.models.components import (
-    ConvFeatureEncoder,
-    GradMultiply,
-    PositionalConv,
-    TransformerLayer,
-    conv_output_lengths,
-    lengths_to_mask,
-)
+from hubertlab.models.backbone import Backbone, init_bert_params
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.linear import Linear
 
@@ -47,149 +32,22 @@ class HubertOutput:
     mask: torch.Tensor | None = None  # (batch, frames) bool, the masked frames
 
 
-class Encoder(nn.Module):
-    """Position embedding + Transformer layers (+ the LayerNorm before or after them)."""
-
-    def __init__(self, cfg: HubertConfig) -> None:
-        super().__init__()
-        self.pre_ln = cfg.pre_ln
-        self.pos_conv = PositionalConv(cfg.hidden_dim, cfg.pos_conv_kernel, cfg.pos_conv_groups)
-        self.norm = nn.LayerNorm(cfg.hidden_dim, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(
-            TransformerLayer(
-                cfg.hidden_dim,
-                cfg.num_heads,
-                cfg.ffn_dim,
-                pre_ln=cfg.pre_ln,
-                dropout=cfg.dropout,
-                attention_dropout=cfg.attention_dropout,
-                activation_dropout=cfg.activation_dropout,
-                eps=cfg.layer_norm_eps,
-            )
-            for _ in range(cfg.num_layers)
-        )
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        valid: torch.Tensor | None,
-        *,
-        num_layers: int | None = None,
-        skip: list[bool] | None = None,
-        keep_all: bool = False,
-    ) -> list[torch.Tensor]:
-        """Run layers 1..num_layers on x (batch, frames, dim); `valid` (batch, frames) bool or
-        None when nothing is padded. Returns [input, layer outputs...] if keep_all, else
-        [last output]."""
-        attn_mask = None
-        if valid is not None:
-            x = x * valid[..., None].to(x.dtype)  # padded frames must not leak into pos_conv
-            attn_mask = valid[:, None, None, :]  # (batch, 1, 1, frames): True = attend
-        x = x + self.pos_conv(x)
-        if not self.pre_ln:
-            x = self.norm(x)
-        x = self.dropout(x)
-        outputs = [x]
-        stop = len(self.layers) if num_layers is None else num_layers
-        for i, layer in enumerate(self.layers[:stop]):
-            if skip is None or not skip[i]:
-                x = layer(x, attn_mask)
-            if keep_all:
-                outputs.append(x)
-        return outputs if keep_all else [x]
-
-
 class HubertModel(nn.Module):
-    """HuBERT with its pretraining head; see HubertConfig for the sizes."""
+    """HuBERT: the backbone, a mask embedding, and the masked-prediction head (one projection and
+    one unit-embedding table per unit set); see HubertConfig for the sizes."""
 
     def __init__(self, cfg: HubertConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.cnn = ConvFeatureEncoder(
-            cfg.conv_channels,
-            cfg.conv_kernels,
-            cfg.conv_strides,
-            norm=cfg.conv_norm,
-            bias=cfg.conv_bias,
-        )
-        self.feature_norm = nn.LayerNorm(cfg.conv_dim, eps=cfg.layer_norm_eps)  # fairseq layer_norm
-        self.feature_proj = Linear(cfg.conv_dim, cfg.hidden_dim)  # fairseq post_extract_proj
-        self.input_dropout = nn.Dropout(cfg.input_dropout)
-        self.mask_embedding = nn.Parameter(torch.empty(cfg.hidden_dim).uniform_())
-        self.encoder = Encoder(cfg)
+        self.backbone = Backbone(cfg.backbone)
+        hidden_dim = cfg.backbone.hidden_dim
+        self.mask_embedding = nn.Parameter(torch.empty(hidden_dim).uniform_())
         # One projection and one embedding table per unit set (cluster ensembles).
-        self.final_proj = nn.ModuleList(
-            Linear(cfg.hidden_dim, cfg.final_dim) for _ in cfg.num_units
-        )
+        self.final_proj = nn.ModuleList(Linear(hidden_dim, cfg.final_dim) for _ in cfg.num_units)
         self.unit_embeddings = nn.ParameterList(
             nn.Parameter(torch.empty(k, cfg.final_dim).uniform_()) for k in cfg.num_units
         )
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """BERT-style init (fairseq init_bert_params): Linear N(0, 0.02), zero biases; Kaiming
-        for the CNN."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Conv1d):
-                nn.init.kaiming_normal_(module.weight)
-                if module.bias is not None:
-                    bound = 1 / math.sqrt(module.weight[0].numel())
-                    nn.init.uniform_(module.bias, -bound, bound)
-
-    # ---------------------------------------------------------------- feature path
-    def _standardize(self, waveforms: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        if lengths is None:
-            return F.layer_norm(waveforms, waveforms.shape[-1:])
-        m = lengths_to_mask(lengths, waveforms.shape[1]).to(waveforms.dtype)
-        count = m.sum(1, keepdim=True).clamp(min=1)
-        mean = (waveforms * m).sum(1, keepdim=True) / count
-        var = ((waveforms - mean).square() * m).sum(1, keepdim=True) / count
-        return (waveforms - mean) * torch.rsqrt(var + 1e-5) * m
-
-    def frame_lengths(self, num_samples: torch.Tensor | int) -> torch.Tensor | int:
-        """CNN frames for each waveform length in samples."""
-        return conv_output_lengths(num_samples, self.cfg.conv_kernels, self.cfg.conv_strides)
-
-    def _cnn(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """CNN features (batch, frames, channels), valid mask or None, frame lengths."""
-        if waveforms.dim() != 2:
-            raise ValueError(f"waveforms must be (batch, samples), got {tuple(waveforms.shape)}")
-        if self.frame_lengths(waveforms.shape[1]) < 1:
-            raise ValueError(
-                f"waveforms of {waveforms.shape[1]} samples are shorter than one CNN frame"
-            )
-        if lengths is not None:
-            lengths = lengths.to(waveforms.device)
-            if bool((lengths >= waveforms.shape[1]).all()):
-                lengths = None  # nothing padded: take the fast paths
-        if self.cfg.normalize_waveform:
-            waveforms = self._standardize(waveforms, lengths)
-        mult = self.cfg.feature_grad_mult
-        if self.training and mult == 0:
-            with torch.no_grad():
-                features = self.cnn(waveforms, lengths)
-        else:
-            features = self.cnn(waveforms, lengths)
-            if self.training and mult != 1.0 and features.requires_grad:
-                features = GradMultiply.apply(features, mult)
-        batch, frames = features.shape[:2]
-        if lengths is None:
-            return features, None, torch.full((batch,), frames, device=features.device)
-        frame_lengths = self.frame_lengths(lengths).clamp(max=frames)
-        return features, lengths_to_mask(frame_lengths, frames), frame_lengths
-
-    def cnn_features(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """CNN encoder output (batch, frames, channels) and frame lengths (batch,)."""
-        features, _, frame_lengths = self._cnn(waveforms, lengths)
-        return features, frame_lengths
+        init_bert_params(self)
 
     def extract_features(
         self,
@@ -198,18 +56,8 @@ class HubertModel(nn.Module):
         *,
         output_layer: int | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Hidden states [Transformer input, layer 1, ..., layer L] (each (batch, frames, dim))
-        and frame lengths (batch,). With `output_layer=L`, stops after layer L (returns L + 1
-        entries). No masking, no layerdrop; call model.eval() for dropout-free features."""
-        num_layers = self.cfg.num_layers if output_layer is None else output_layer
-        if not 0 <= num_layers <= self.cfg.num_layers:
-            raise ValueError(
-                f"output_layer must be in [0, {self.cfg.num_layers}], got {output_layer}"
-            )
-        features, valid, frame_lengths = self._cnn(waveforms, lengths)
-        x = self.feature_proj(self.feature_norm(features))
-        hidden = self.encoder(x, valid, num_layers=num_layers, keep_all=True)
-        return hidden, frame_lengths
+        """The backbone's hidden states (see Backbone.extract_features)."""
+        return self.backbone.extract_features(waveforms, lengths, output_layer=output_layer)
 
     # ---------------------------------------------------------------- pretraining
     def forward(
@@ -217,42 +65,33 @@ class HubertModel(nn.Module):
         waveforms: torch.Tensor,
         lengths: torch.Tensor | None = None,
         labels: list[torch.Tensor] | None = None,
-        mask: bool = True,
-        generator: torch.Generator | None = None,
+        mask: torch.Tensor | None = None,
         layerdrop_generator: torch.Generator | None = None,
     ) -> HubertOutput:
         """Masked prediction of `labels` (one (batch, frames) long tensor per unit set; negative
-        ids are ignored). `generator` draws the span masks; `layerdrop_generator` (default:
-        `generator`) decides which layers to skip: under DDP seed it identically on every rank.
-        """
-        cfg = self.cfg
-        features, valid, frame_lengths = self._cnn(waveforms, lengths)
+        ids are ignored). `mask` (batch, >= frames) bool marks the frames replaced by the mask
+        embedding (drawn once, by the data pipeline; None: nothing masked).
+        `layerdrop_generator` decides which layers to skip: under DDP seed it identically on
+        every rank."""
+        backbone = self.backbone
+        features, valid, frame_lengths = backbone.cnn_features(waveforms, lengths)
         batch, frames = features.shape[:2]
         valid_f = features if valid is None else features[valid]
         feature_penalty = valid_f.float().square().mean()
-        x = self.input_dropout(self.feature_proj(self.feature_norm(features)))
+        x = backbone.project(features)
         span_mask = torch.zeros(batch, frames, dtype=torch.bool, device=x.device)
-        if mask and cfg.mask_prob > 0:
-            span_mask = compute_span_mask(
-                frame_lengths.cpu(),
-                mask_prob=cfg.mask_prob,
-                mask_length=cfg.mask_length,
-                min_masks=cfg.min_masks,
-                generator=generator,
-                num_frames=frames,
-            ).to(x.device)
+        if mask is not None:
+            if mask.shape[0] != batch or mask.shape[1] < frames:
+                raise ValueError(f"mask of shape {tuple(mask.shape)}, expected ({batch}, {frames})")
+            span_mask = mask[:, :frames].to(x.device)
             x = torch.where(span_mask[..., None], self.mask_embedding.to(x.dtype), x)
-        skip = None
-        if self.training and cfg.layerdrop > 0:
-            gen = layerdrop_generator if layerdrop_generator is not None else generator
-            skip = (torch.rand(cfg.num_layers, generator=gen) < cfg.layerdrop).tolist()
-        x = self.encoder(x, valid, skip=skip)[-1]
-        if cfg.pre_ln:
-            x = self.encoder.norm(x)
+        skip = backbone.layerdrop_skips(layerdrop_generator)
+        x = backbone.final_norm(backbone.encoder(x, valid, skip=skip)[-1])
         valid_mask = torch.ones_like(span_mask) if valid is None else valid
+        span_mask = span_mask & valid_mask
         out = HubertOutput(
             loss_sum=None,
-            num_masked=(span_mask & valid_mask).sum(),
+            num_masked=span_mask.sum(),
             num_unmasked=(~span_mask & valid_mask).sum(),
             feature_penalty=feature_penalty,
             correct_masked=None,

@@ -15,31 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hubertlab.slurm import SlurmConfig, make_executor
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SlurmConfig:
-    """SLURM settings; shards become an array job, training one multi-node job
-    (through hubertlab.train.launch.submit)."""
-
-    partition: str = ""
-    account: str = ""
-    qos: str = ""
-    time_min: int = 240  # per job
-    cpus_per_task: int = 8
-    mem_gb: int = 64
-    nodes: int = 1  # training job
-    gpus_per_node: int = 1  # training job; shard jobs take one GPU each when > 0
-    array_parallelism: int = 64
-    extra: dict[str, Any] = field(default_factory=dict)  # passed to submitit as slurm_<key>
-
-    def __post_init__(self) -> None:
-        for name in ("time_min", "cpus_per_task", "mem_gb", "nodes", "array_parallelism"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.gpus_per_node < 0:
-            raise ValueError(f"gpus_per_node must be >= 0, got {self.gpus_per_node}")
 
 
 @dataclass(frozen=True)
@@ -77,8 +55,12 @@ def run_shards(
     """Run fn(shard, num_shards, *args) for every shard and wait for all of them."""
     num_shards = cfg.shards
     if cfg.kind == "slurm":
-        executor = _submitit_executor(
-            cfg.slurm, log_dir, name, gpus=min(1, cfg.slurm.gpus_per_node)
+        executor = make_executor(
+            cfg.slurm,
+            log_dir / "%j",
+            name,
+            gpus_per_node=min(1, cfg.slurm.gpus_per_node),
+            require_cluster=False,
         )
         executor.update_parameters(slurm_array_parallelism=cfg.slurm.array_parallelism)
         jobs = executor.map_array(
@@ -102,31 +84,3 @@ def run_shards(
         futures = [pool.submit(fn, shard, num_shards, *args) for shard in range(num_shards)]
         for future in futures:
             future.result()
-
-
-def _submitit_executor(slurm: SlurmConfig, log_dir: Path, name: str, *, gpus: int, nodes: int = 1):
-    try:
-        import submitit
-    except ImportError as e:
-        raise ValueError(
-            "executor.kind = 'slurm' needs submitit: pip install hubertlab[slurm]"
-        ) from e
-    executor = submitit.AutoExecutor(folder=str(log_dir / "%j"))
-    params: dict[str, Any] = dict(
-        name=f"hubertlab-{name}",
-        timeout_min=slurm.time_min,
-        nodes=nodes,
-        tasks_per_node=max(1, gpus),
-        gpus_per_node=gpus,
-        cpus_per_task=slurm.cpus_per_task,
-        mem_gb=slurm.mem_gb,
-    )
-    if slurm.partition:
-        params["slurm_partition"] = slurm.partition
-    if slurm.account:
-        params["slurm_account"] = slurm.account
-    if slurm.qos:
-        params["slurm_qos"] = slurm.qos
-    params.update({f"slurm_{k}": v for k, v in slurm.extra.items()})
-    executor.update_parameters(**params)
-    return executor

@@ -214,18 +214,9 @@ def _model_steps(cfg: PipelineConfig, k: int) -> list[Step]:
     def train() -> dict:
         tcfg = train_config(cfg, k)
         if cfg.executor.kind == "slurm":
-            from hubertlab.train.launch import submit
+            from hubertlab.slurm import submit_training
 
-            slurm = cfg.executor.slurm
-            job = submit(
-                tcfg,
-                nodes=slurm.nodes,
-                gpus_per_node=slurm.gpus_per_node,
-                time_minutes=slurm.time_min,
-                partition=slurm.partition or None,
-                account=slurm.account or None,
-                cpus_per_task=slurm.cpus_per_task,
-            )
+            job = submit_training(tcfg, cfg.executor.slurm, folder=root / "logs" / "train")
             return dict(job.result() or {})
         from hubertlab.train.loop import train as run_training
 

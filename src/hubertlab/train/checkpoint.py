@@ -57,10 +57,63 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint (weights_only); ValueError naming the file if it is truncated or
+    is not one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip, pickle and storage errors of a damaged file
+        raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupt?): {e}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a training checkpoint (a {type(state).__name__})")
+    return state
+
+
+def load_latest_intact(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """(path, state) of the newest checkpoint that loads; a damaged newer one (a write cut by a
+    full disk, a copy gone wrong) is skipped with a warning. None when there is none at all."""
+    found = list_checkpoints(ckpt_dir)
+    for _, path in reversed(found):
+        try:
+            return path, load_checkpoint(path)
+        except ValueError as e:
+            log.warning("%s; falling back to the previous checkpoint", e)
+    if found:
+        raise ValueError(f"{ckpt_dir}: none of the {len(found)} checkpoints can be read")
+    return None
+
+
+def remove_stale_temp_files(ckpt_dir: str | Path) -> list[Path]:
+    """Remove temp files that killed checkpoint writes left behind (rank 0 calls this at start,
+    before any write of its own)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    stale = [p for p in ckpt_dir.iterdir() if p.name.startswith(".step_") and p.suffix == ".tmp"]
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted checkpoint write", path)
+    return stale
+
+
+def gather_per_rank(value: Any, info: Any) -> list[Any]:
+    """`value` of every rank, in rank order (on every rank)."""
+    if not info.distributed:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def barrier(info: Any) -> None:
+    if info.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def read_best(ckpt_dir: str | Path) -> dict[str, Any] | None:

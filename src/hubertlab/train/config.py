@@ -15,10 +15,14 @@ from hubertlab.constants import SAMPLE_RATE
 
 @dataclass(frozen=True)
 class ModelSection:
-    """Which model to train: a preset with overrides, or continued pretraining."""
+    """Which model to train: a preset with overrides, or continued pretraining; which of its
+    parameters train when."""
 
+    # The objective (hubertlab.tasks): "hubert" masked prediction of units.
+    kind: Literal["hubert"] = "hubert"
     preset: Literal["tiny", "base", "large", "xlarge"] = "base"
-    # Any HubertConfig field, e.g. {hidden_dim = 128, num_layers = 2}. num_units comes from data.
+    # Any field of the model's config, e.g. {hidden_dim = 128, num_layers = 2} (backbone fields
+    # may be given flat). num_units comes from [data].
     overrides: dict[str, Any] = field(default_factory=dict)
     # Start from these weights (our checkpoint or save_pretrained dir, transformers, fairseq...);
     # the head gets fresh unit embeddings when the unit counts differ; the optimizer starts anew.
@@ -26,17 +30,18 @@ class ModelSection:
     # With from_pretrained: a fresh head (projection + unit embeddings) even when the unit
     # counts match, as the next HuBERT iteration needs (its units are new clusters).
     new_head: bool = False
+    # The CNN stops training from this step on (0: frozen from the start; unset: never).
+    freeze_cnn_from_step: int | None = None
+    # Only the head trains for the first N steps (UPS continued pretraining: one epoch).
+    head_only_steps: int = 0
 
     def __post_init__(self) -> None:
         if "num_units" in self.overrides:
             raise ValueError("overrides.num_units: set data.num_units instead")
-        from hubertlab.models.config import HubertConfig
-
-        # Builds the config once so a bad override fails at load time, naming the field.
-        try:
-            HubertConfig.from_dict({"preset": self.preset, **self.overrides}, where="overrides")
-        except ConfigError as e:  # re-raised as ValueError so from_dict prefixes file.model
-            raise ValueError(str(e)) from None
+        if self.freeze_cnn_from_step is not None and self.freeze_cnn_from_step < 0:
+            raise ValueError(f"freeze_cnn_from_step: must be >= 0, got {self.freeze_cnn_from_step}")
+        if self.head_only_steps < 0:
+            raise ValueError(f"head_only_steps: must be >= 0, got {self.head_only_steps}")
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,9 @@ class DataSection:
 
     train_manifest: Path
     # One JSONL unit file per unit set ({"fileid": ..., "units": [...]}); several = ensemble.
-    train_units: tuple[Path, ...]
-    num_units: tuple[int, ...]  # units per set (k of each k-means)
+    # Only for objectives that predict units (hubert); self-distillation needs none.
+    train_units: tuple[Path, ...] = ()
+    num_units: tuple[int, ...] = ()  # units per set (k of each k-means)
     valid_manifest: Path | None = None
     valid_units: tuple[Path, ...] = ()
     min_crop_seconds: float = 2.0  # shorter files are left out (fairseq min_sample_size)
@@ -57,8 +63,6 @@ class DataSection:
     max_valid_batches: int = 0  # 0: the whole validation set
 
     def __post_init__(self) -> None:
-        if not self.train_units:
-            raise ValueError("train_units: give at least one unit file")
         if len(self.num_units) != len(self.train_units):
             raise ValueError(
                 f"num_units: {len(self.num_units)} entries for {len(self.train_units)} unit files"
@@ -173,6 +177,8 @@ class RunSection:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A training run: the model and what trains when, the data, the optimizer, the run."""
+
     data: DataSection
     run: RunSection
     model: ModelSection = field(default_factory=ModelSection)
@@ -187,9 +193,19 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         if not isinstance(data.get(table, {}), dict):
             raise ConfigError(f"{path}: {table} must be a table")
         data[table] = {**data.get(table, {}), **values}
-    return from_dict(TrainConfig, data, where=str(path))
+    return train_config_from_dict(data, where=str(path))
 
 
 def train_config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
-    """The same checks for a config held in memory (e.g. the one saved in a checkpoint)."""
-    return from_dict(TrainConfig, data, where=where)
+    """The same checks for a config held in memory (e.g. the one saved in a checkpoint); the
+    model's task checks what it needs of the config too (its model config, its labels)."""
+    from hubertlab.tasks import task_class
+
+    cfg = from_dict(TrainConfig, data, where=where)
+    try:
+        task_class(cfg.model.kind).check_config(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg

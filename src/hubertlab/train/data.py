@@ -1,20 +1,17 @@
-"""Build the training and validation data pipelines from the [data] section of a TrainConfig."""
+"""Audio training and validation batches from the [data] section of a TrainConfig: crops,
+length buckets, the span mask drawn once per batch, and the unit sets a task asks for (none for
+self-distillation)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from hubertlab.data.dataset import (
-    CropCollator,
-    MaskSpec,
-    ResumableLoader,
-    UnitDataset,
-)
+from hubertlab.data.dataset import Batch, CropCollator, MaskSpec, ResumableLoader, UnitDataset
 from hubertlab.data.manifest import read_manifest
 from hubertlab.data.sampler import BucketBatchSampler
 from hubertlab.train.config import DataSection
@@ -22,10 +19,6 @@ from hubertlab.units.assign import read_units
 
 # Validation crops and masks never depend on the run's seed: runs and checkpoints compare.
 VALID_SEED = 1234
-
-
-def mask_spec(model_cfg: Any) -> MaskSpec:
-    return MaskSpec(model_cfg.mask_prob, model_cfg.mask_length, model_cfg.min_masks)
 
 
 def load_dataset(manifest: Path, unit_files: Sequence[Path], min_samples: int) -> UnitDataset:
@@ -39,21 +32,27 @@ def load_dataset(manifest: Path, unit_files: Sequence[Path], min_samples: int) -
 
 def build_train_loader(
     data: DataSection,
-    model_cfg: Any,
+    unit_files: Sequence[Path],
+    mask: MaskSpec | None,
     *,
     seed: int,
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
 ) -> ResumableLoader:
-    """Endless, resumable batches of this rank (see ResumableLoader)."""
-    dataset = load_dataset(data.train_manifest, data.train_units, data.min_samples)
+    """Endless, resumable batches of this rank (see ResumableLoader), labelled with
+    `unit_files` (none: audio only) and masked as `mask` says (None: no mask)."""
+    dataset = load_dataset(data.train_manifest, unit_files, data.min_samples)
     lengths = [min(dataset.num_samples(i), data.max_samples) for i in range(len(dataset))]
     sampler = BucketBatchSampler(
         lengths, data.batch_samples, seed=seed, shuffle=True, num_replicas=world_size, rank=rank
     )
     collate = CropCollator(
-        max_samples=data.max_samples, batching=data.batching, seed=seed, mask=mask_spec(model_cfg)
+        max_samples=data.max_samples,
+        batching=data.batching,
+        seed=seed,
+        mask=mask,
+        min_samples=data.min_samples,
     )
     return ResumableLoader(
         dataset, sampler, collate, num_workers=data.num_workers, pin_memory=pin_memory
@@ -71,7 +70,7 @@ class ValidBatches:
         manifest: Path,
         unit_files: Sequence[Path],
         data: DataSection,
-        model_cfg: Any,
+        mask: MaskSpec | None,
         *,
         rank: int = 0,
         world_size: int = 1,
@@ -92,12 +91,13 @@ class ValidBatches:
             max_samples=data.max_samples,
             batching="pad",
             seed=VALID_SEED,
-            mask=mask_spec(model_cfg),
+            mask=mask,
+            min_samples=data.min_samples,
         )
         self.num_workers = data.num_workers
         self.max_batches = data.max_valid_batches
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         self.sampler.load_state_dict({"epoch": 0, "position": 0, "seed": VALID_SEED})
         num_real = self.sampler.num_batches
         if self.max_batches:
@@ -112,7 +112,6 @@ class ValidBatches:
         world = self.sampler.num_replicas
         for batch in loader:
             # Stop once every rank is past the cap (all ranks stop at the same position).
-            if self.max_batches and batch["position"] * world >= num_real:
+            if self.max_batches and batch.position * world >= num_real:
                 break
-            batch["count"] = batch["batch"] < num_real
-            yield batch
+            yield replace(batch, count=batch.batch_id < num_real)

@@ -1,4 +1,5 @@
-"""Validation loss and masked / unmasked accuracy, during training or over saved checkpoints."""
+"""Validation: the task's loss and metrics over the validation batches, during training or over
+saved checkpoints; the sums (Totals) the loop and validation share."""
 
 from __future__ import annotations
 
@@ -10,119 +11,114 @@ from typing import Any
 
 import torch
 
+from hubertlab.data.dataset import Batch
 from hubertlab.fileio import atomic_open
+from hubertlab.tasks.base import Task, TaskLoss
 from hubertlab.train.checkpoint import list_checkpoints, load_checkpoint
 from hubertlab.train.config import TrainConfig
-from hubertlab.train.launch import DistInfo, all_reduce_sum
+from hubertlab.train.distributed import DistInfo, all_reduce_sum
 
 log = logging.getLogger(__name__)
 
-# Sums reduced across batches and ranks, in this order.
-TOTALS = (
-    "loss_sum",
-    "num_masked",
-    "num_unmasked",
-    "correct_masked",
-    "correct_unmasked",
-    "feature_penalty",
-    "num_batches",
-)
+
+class Totals:
+    """Sums over micro-batches, steps and ranks: the loop's own (loss_sum, normaliser,
+    mean_loss, batches, audio_samples, skipped) then the task's metrics, in one float64 vector
+    so a single collective reduces them all."""
+
+    LOOP_KEYS = ("loss_sum", "normaliser", "mean_loss", "batches", "audio_samples", "skipped")
+
+    def __init__(self, metric_names: tuple[str, ...]) -> None:
+        self.names = self.LOOP_KEYS + tuple(metric_names)
+        self.values = torch.zeros(len(self.names), dtype=torch.float64)
+
+    def __getitem__(self, name: str) -> float:
+        return float(self.values[self.names.index(name)])
+
+    def add_output(self, out: TaskLoss, batch: Batch, task: Task) -> None:
+        """Add one forward's sums (a stand-in or a padding-only batch adds only its skips)."""
+        self.values[self.names.index("skipped")] += batch.num_skipped
+        if not (batch.real and batch.count):
+            return
+        loop = [
+            out.loss_sum.detach().float(),
+            float(task.normaliser(batch)),
+            out.mean_loss.detach().float() if torch.is_tensor(out.mean_loss) else out.mean_loss,
+            1.0,
+            float(batch.lengths.sum()),
+            0.0,
+        ]
+        task_sums = [out.metrics[name] for name in self.names[len(self.LOOP_KEYS) :]]
+        values = [v.detach().float().cpu() if torch.is_tensor(v) else float(v) for v in loop]
+        values += [v.detach().float().cpu() if torch.is_tensor(v) else float(v) for v in task_sums]
+        self.values += torch.tensor([float(v) for v in values], dtype=torch.float64)
+
+    def add(self, other: Totals) -> None:
+        self.values += other.values
+
+    def all_reduce(self, info: DistInfo | None) -> Totals:
+        if info is not None:
+            all_reduce_sum(self.values, info)
+        return self
+
+    def loss(self) -> float:
+        """The loss as the loop defines it (see hubertlab.train.loop)."""
+        return self["loss_sum"] / max(self["normaliser"], 1.0) + self["mean_loss"] / max(
+            self["batches"], 1.0
+        )
+
+    def summarize(self, task: Task) -> dict[str, Any]:
+        totals = dict(zip(self.names, self.values.tolist(), strict=True))
+        return {"loss": self.loss(), **task.summarize(totals)}
 
 
-def model_forward(
+def forward_loss(
+    task: Task,
     model: torch.nn.Module,
-    batch: dict[str, Any],
+    batch: Batch,
     device: torch.device,
     *,
     bf16: bool,
-    layerdrop_generator: torch.Generator | None = None,
-) -> Any:
-    """One forward pass on a collated batch; the mask is redrawn from the batch's seed."""
-    waveforms = batch["waveforms"].to(device, non_blocking=True)
-    lengths = batch["lengths"].to(device, non_blocking=True)
-    labels = [lab.to(device, non_blocking=True) for lab in batch["labels"]]
-    generator = torch.Generator().manual_seed(batch["mask_seed"])
+    generator: torch.Generator | None = None,
+) -> TaskLoss:
+    """The task's loss on `batch`, moved to `device`, under bf16 autocast when asked."""
+    batch = batch.to(device, non_blocking=True)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        return model(
-            waveforms, lengths, labels, generator=generator, layerdrop_generator=layerdrop_generator
-        )
-
-
-def output_totals(out: Any) -> list[float]:
-    """The TOTALS of one forward output, as floats (one device sync)."""
-    values = (
-        torch.stack(
-            [
-                out.loss_sum.detach().float(),
-                out.num_masked.float(),
-                out.num_unmasked.float(),
-                out.correct_masked.float(),
-                out.correct_unmasked.float(),
-                out.feature_penalty.detach().float(),
-            ]
-        )
-        .cpu()
-        .tolist()
-    )
-    return values + [1.0]
-
-
-def summarize(totals: list[float], *, feature_penalty_weight: float, num_unit_sets: int) -> dict:
-    """Loss as the training loop defines it, and accuracies per frame and unit set."""
-    t = dict(zip(TOTALS, totals, strict=True))
-    masked = max(t["num_masked"], 1.0)
-    unmasked = max(t["num_unmasked"], 1.0)
-    batches = max(t["num_batches"], 1.0)
-    return {
-        "loss": t["loss_sum"] / masked + feature_penalty_weight * t["feature_penalty"] / batches,
-        "masked_acc": t["correct_masked"] / (masked * num_unit_sets),
-        "unmasked_acc": t["correct_unmasked"] / (unmasked * num_unit_sets),
-        "feature_penalty": t["feature_penalty"] / batches,
-        "num_masked": int(t["num_masked"]),
-    }
+        return task.loss(model, batch, generator)
 
 
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    batches: Iterable[dict[str, Any]],
+    batches: Iterable[Batch],
+    task: Task,
     *,
-    model_cfg: Any,
-    device: torch.device,
-    bf16: bool,
-    dist_info: DistInfo | None = None,
-) -> dict[str, float]:
+    info: DistInfo | None = None,
+    bf16: bool = False,
+) -> dict[str, Any]:
     """Metrics over all validation batches (all ranks together); dropout and layerdrop off."""
+    device = next(model.parameters()).device if info is None else info.device
     was_training = model.training
     model.eval()
-    totals = torch.zeros(len(TOTALS), dtype=torch.float64)
+    totals = Totals(task.metric_names)
     for batch in batches:
-        if batch["size"] == 0:
-            continue
-        values = output_totals(model_forward(model, batch, device, bf16=bf16))
-        if batch.get("count", True):
-            totals += torch.tensor(values, dtype=torch.float64)
+        totals.add_output(forward_loss(task, model, batch, device, bf16=bf16), batch, task)
     model.train(was_training)
-    if dist_info is not None:
-        totals = all_reduce_sum(totals, dist_info)
-    return summarize(
-        totals.tolist(),
-        feature_penalty_weight=model_cfg.feature_penalty_weight,
-        num_unit_sets=len(model_cfg.num_units),
-    )
+    return totals.all_reduce(info).summarize(task)
 
 
 def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
-    """A HubertModel from one of our training checkpoints (weights_only load)."""
-    from hubertlab.models.config import HubertConfig
-    from hubertlab.models.hubert import HubertModel
+    """The model of one of our training checkpoints (weights_only load), whatever its task."""
+    from hubertlab.tasks import task_class
 
     state = load_checkpoint(path)
     if "model" not in state or "model_config" not in state:
         raise ValueError(f"{path}: not a hubertlab training checkpoint (no model/model_config)")
-    model = HubertModel(HubertConfig.from_dict(state["model_config"], where=f"{path}:model_config"))
-    model.load_state_dict(state["model"])
-    return model
+    try:
+        return task_class(state.get("model_kind", "hubert")).model_from_state(state)
+    except (KeyError, RuntimeError) as e:
+        raise ValueError(f"{path}: the checkpoint does not fit its model: {e}") from None
 
 
 def validate_checkpoints(
@@ -134,8 +130,9 @@ def validate_checkpoints(
 ) -> list[dict[str, Any]]:
     """Validate every step_*.pt in `ckpt_dir` (or its checkpoints/ folder) on the config's
     validation set; write one JSON line per checkpoint to `out_path` (default:
-    ckpt_dir/validation.jsonl), the lowest loss marked "best": true."""
-    from hubertlab.train.data import ValidBatches
+    ckpt_dir/validation.jsonl), the lowest loss marked "best": true. A checkpoint that cannot
+    be read is reported (with its error) and the others are scored."""
+    from hubertlab.tasks import build_task
 
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
@@ -148,19 +145,23 @@ def validate_checkpoints(
     if cfg.data.valid_manifest is None:
         raise ValueError("data.valid_manifest: the config names no validation set")
     device = device or torch.device("cpu")
-    bf16 = cfg.run.precision == "bf16"
+    task = build_task(cfg)
+    batches = task.valid_batches(rank=0, world_size=1)
     records: list[dict[str, Any]] = []
-    batches = None
     for step, path in found:
-        model = model_from_checkpoint(path).to(device)
-        if batches is None:  # masks depend on the model's mask settings: build once
-            batches = ValidBatches(
-                cfg.data.valid_manifest, cfg.data.valid_units, cfg.data, model.cfg
-            )
-        metrics = evaluate(model, batches, model_cfg=model.cfg, device=device, bf16=bf16)
+        try:
+            model = model_from_checkpoint(path).to(device)
+        except (ValueError, OSError, RuntimeError) as e:
+            log.error("%s: cannot be read, skipped: %s", path, e)
+            records.append({"checkpoint": path.name, "step": step, "error": str(e)})
+            continue
+        metrics = evaluate(model, batches, task, bf16=cfg.run.precision == "bf16")
         records.append({"checkpoint": path.name, "step": step, **metrics})
-        log.info("%s: loss %.4f masked acc %.3f", path.name, metrics["loss"], metrics["masked_acc"])
-    best = min(range(len(records)), key=lambda i: records[i]["loss"])
+        log.info("%s: loss %.4f", path.name, metrics["loss"])
+    scored = [i for i, r in enumerate(records) if "loss" in r]
+    if not scored:
+        raise ValueError(f"{ckpt_dir}: no checkpoint could be read ({records[0]['error']})")
+    best = min(scored, key=lambda i: records[i]["loss"])
     for i, record in enumerate(records):
         record["best"] = i == best
     out_path = Path(out_path) if out_path is not None else ckpt_dir / "validation.jsonl"

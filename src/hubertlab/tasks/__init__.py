@@ -1,0 +1,19 @@
+"""Training objectives, one module each; `task_class(kind)` maps `[model] kind` to its task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def task_class(kind: str) -> Any:
+    """The Task class of `[model] kind` (imported only when asked for)."""
+    if kind == "hubert":
+        from hubertlab.tasks.hubert import HubertTask
+
+        return HubertTask
+    raise ValueError(f"model.kind: unknown objective {kind!r} (known: hubert)")
+
+
+def build_task(cfg: Any) -> Any:
+    """The task a TrainConfig asks for (its [model] kind)."""
+    return task_class(cfg.model.kind)(cfg)
