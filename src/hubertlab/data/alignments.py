@@ -179,11 +179,13 @@ def write_item_file(items: Iterable[AbxItem], path: str | Path) -> None:
 
 def read_item_file(path: str | Path) -> list[AbxItem]:
     """Rows of a ZeroSpeech item file (`#file onset offset #phone prev-phone next-phone
-    speaker`), checking the header, the column count and the times."""
+    speaker`), checking the header, the column count and the times. A token listed twice
+    (same file, onset and offset) is an error: it would count twice in every score."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"item file not found: {path}")
     items = []
+    first_line: dict[tuple[str, float, float], int] = {}
     with open(path, encoding="utf-8") as f:
         header = f.readline().split()
         if header != ITEM_HEADER.split():
@@ -198,7 +200,12 @@ def read_item_file(path: str | Path) -> list[AbxItem]:
                 onset, offset = float(cols[1]), float(cols[2])
             except ValueError:
                 raise AlignmentError(f"{path}:{line_no}: onset/offset are not numbers") from None
-            if not 0 <= onset < offset:
+            if not (0 <= onset < offset and math.isfinite(offset)):
                 raise AlignmentError(f"{path}:{line_no}: needs 0 <= onset < offset: {line!r}")
+            seen = first_line.setdefault((cols[0], onset, offset), line_no)
+            if seen != line_no:
+                raise AlignmentError(
+                    f"{path}:{line_no}: token {cols[0]} {cols[1]} {cols[2]} repeats line {seen}"
+                )
             items.append(AbxItem(cols[0], onset, offset, cols[3], cols[4], cols[5], cols[6]))
     return items
