@@ -79,4 +79,3 @@ def check_finite(frames: np.ndarray | torch.Tensor, fileid: str, source: str) ->
             f"{source}: features of {fileid!r} hold NaN or inf values (a diverged model, "
             "or broken audio or feature files)"
         )
-
