@@ -57,6 +57,8 @@ def test_unlistable_folder_is_reported(tmp_path, monkeypatch):
     result = scan_folder(root)
     assert [r.fileid for r in result.rows] == ["spk1/a"]
     assert _reasons(result) == {"locked/": "cannot list folder: Permission denied"}
+    with pytest.raises(ValueError, match="locked: cannot list folder"):
+        scan_folder(root / "locked")
 
 
 def test_same_fileid_keeps_the_first_and_rejects_the_other(tmp_path):

@@ -82,6 +82,8 @@ def _walk(root: Path, extensions: tuple[str, ...]) -> tuple[list[str], list[Reje
             with os.scandir(root / rel_dir if rel_dir else root) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
+            if not rel_dir:  # nothing to scan at all: an error, not an empty manifest
+                raise ValueError(f"{root}: cannot list folder: {e.strerror or e}") from e
             rejected.append(Rejected(f"{rel_dir}/", f"cannot list folder: {e.strerror or e}"))
             continue
         for entry in entries:
