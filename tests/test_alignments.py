@@ -131,7 +131,7 @@ def test_item_file_round_trip(tmp_path: Path):
         (ITEM_HEADER + "\nf 0.1 nan a b c s\n", ":2: needs 0 <= onset < offset"),
         (
             ITEM_HEADER + "\nf 0.1 0.2 a b c s\ng 0.1 0.2 a b c s\nf 0.10 0.200 a b c s\n",
-            r":4: token f 0.10 0.200 repeats line 2",
+            r":4: token f 0.1 0.2 repeats line 2",
         ),
     ],
 )
