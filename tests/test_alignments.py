@@ -127,6 +127,12 @@ def test_item_file_round_trip(tmp_path: Path):
         (ITEM_HEADER + "\nf 0.1 0.2 a b c\n", ":2: expected 7 columns"),
         (ITEM_HEADER + "\nf 0.1 x a b c s\n", ":2: onset/offset are not numbers"),
         (ITEM_HEADER + "\n\nf 0.3 0.2 a b c s\n", ":3: needs 0 <= onset < offset"),
+        (ITEM_HEADER + "\nf 0.1 inf a b c s\n", ":2: needs 0 <= onset < offset"),
+        (ITEM_HEADER + "\nf 0.1 nan a b c s\n", ":2: needs 0 <= onset < offset"),
+        (
+            ITEM_HEADER + "\nf 0.1 0.2 a b c s\ng 0.1 0.2 a b c s\nf 0.10 0.200 a b c s\n",
+            r":4: token f 0.1 0.2 repeats line 2",
+        ),
     ],
 )
 def test_malformed_item_file(tmp_path: Path, text, message):

@@ -3,30 +3,64 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+log = logging.getLogger(__name__)
+
+# mkstemp(prefix=".<name>.", suffix=".tmp") names: 8 random characters from this alphabet.
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+STALE_TEMP_SECONDS = 3600.0
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no read-only query elsewhere: set, then restore at once
+    os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
+    """Open a temp file beside `path`; rename it over `path` only if the block succeeds.
+
+    The file gets the permissions a plain `open` would give (0666 less the umask), not
+    mkstemp's 0600, so teammates can read manifests and checkpoints. A full disk raises
+    OSError(ENOSPC) naming `path`, and the previous `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     try:
         with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            raise OSError(
+                e.errno, f"disk full while writing {path} (the previous version, if any, is kept)"
+            ) from e
         raise
 
 
@@ -37,3 +71,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temps(
+    folder: str | os.PathLike, *, older_than_s: float = STALE_TEMP_SECONDS
+) -> list[Path]:
+    """Delete the temp files that killed atomic writes left in `folder` (not its subfolders).
+
+    Only regular files named like atomic_open's temps (`.<name>.<8 chars>.tmp`) and not
+    modified for `older_than_s` seconds are removed: a writer still running keeps touching
+    its temp, and the age test (not a pid) also holds on a filesystem shared across hosts.
+    Returns the removed paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for entry in os.scandir(folder):
+        if not TEMP_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another process removed it first
+            if now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
+                continue
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+            log.info("removed stale temp file %s", entry.path)
+    return sorted(removed)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.constants import LABEL_RATE_HZ, MFCC_HOP, SAMPLE_RATE
 from hubertlab.evaluate.abx import SPEAKER_MODES, AbxConfig, read_item_file
+from hubertlab.evaluate.frame_checks import check_frame_shift
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--frame-shift",
         type=float,
-        help="seconds per frame (default: 0.01 with --mfcc, a store's own rate, else 0.02)",
+        help="seconds per frame of a .npy folder (default 0.02); elsewhere the rate is known "
+        "(model 0.02, MFCC 0.01, a store's store.json) and a contradicting value is an error",
     )
     p.add_argument("--speaker-mode", default="within,across", help="within, across or both")
     p.add_argument(
@@ -60,22 +63,29 @@ def run(args: argparse.Namespace) -> int:
     if (args.checkpoint or args.mfcc) and not args.manifest:
         raise ValueError("--manifest is needed with --checkpoint or --mfcc")
     source = {"item_file": args.item_file}
-    name, features, layers, frame_shift_s = "features", None, None, args.frame_shift
+    name, features, layers, where = "features", None, None, ""
+    manifest = read_manifest(args.manifest) if args.manifest else None
     if args.checkpoint:
         layers = _layers(args.layers)
         source["checkpoint"] = args.checkpoint
-        frame_shift_s = frame_shift_s or 0.02
+        frame_shift_s = check_frame_shift(
+            args.frame_shift, LABEL_RATE_HZ, f"the model {args.checkpoint} (its CNN hops 20 ms)"
+        )
     else:
         fileids = {t.fileid for t in read_item_file(args.item_file)}
         if args.mfcc:
             name = source["features"] = "mfcc"
-            manifest = read_manifest(args.manifest)
+            frame_shift_s = check_frame_shift(
+                args.frame_shift, SAMPLE_RATE / MFCC_HOP, "MFCC (10 ms hops)"
+            )
             features = abx_sweep.mfcc_features(manifest, fileids, args.item_file)
-            frame_shift_s = frame_shift_s or 0.01
+            where = f"MFCC of {args.manifest}"
         else:
             source["features"] = args.features
-            features, store_shift_s = abx_sweep.load_feature_dir(args.features, fileids)
-            frame_shift_s = frame_shift_s or store_shift_s or 0.02
+            features, frame_shift_s = abx_sweep.load_feature_dir(
+                args.features, fileids, frame_shift_s=args.frame_shift, manifest=manifest
+            )
+            where = str(args.features)
     config = AbxConfig(
         frame_shift_s=frame_shift_s,
         speaker_modes=modes,
@@ -88,12 +98,11 @@ def run(args: argparse.Namespace) -> int:
         from hubertlab.models.checkpoint import from_pretrained
 
         model = from_pretrained(args.checkpoint)
-        manifest = read_manifest(args.manifest)
         scores = abx_sweep.abx_per_layer(
-            model, manifest, args.item_file, layers=layers, config=config
+            model, manifest, args.item_file, layers=layers, config=config, source=args.checkpoint
         )
     else:
-        scores = [abx_sweep.abx_of_features(features, args.item_file, config, name)]
+        scores = [abx_sweep.abx_of_features(features, args.item_file, config, name, source=where)]
     best = abx_sweep.write_abx_report(scores, args.out, config=config, source=source)
     print(abx_sweep.format_abx_table(scores), end="")
     errors = ", ".join(f"{m} {r.error_percent:.2f}%" for m, r in best.results.items())

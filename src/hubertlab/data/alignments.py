@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +180,8 @@ def write_item_file(items: Iterable[AbxItem], path: str | Path) -> None:
 
 def read_item_file(path: str | Path) -> list[AbxItem]:
     """Rows of a ZeroSpeech item file (`#file onset offset #phone prev-phone next-phone
-    speaker`), checking the header, the column count and the times."""
+    speaker`), checking the header, the column count and the times. A token listed twice
+    (same file, onset and offset) is an error: it would count twice in every score."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"item file not found: {path}")
@@ -198,7 +200,30 @@ def read_item_file(path: str | Path) -> list[AbxItem]:
                 onset, offset = float(cols[1]), float(cols[2])
             except ValueError:
                 raise AlignmentError(f"{path}:{line_no}: onset/offset are not numbers") from None
-            if not 0 <= onset < offset:
+            if not (0 <= onset < offset and math.isfinite(offset)):
                 raise AlignmentError(f"{path}:{line_no}: needs 0 <= onset < offset: {line!r}")
             items.append(AbxItem(cols[0], onset, offset, cols[3], cols[4], cols[5], cols[6]))
+    _check_unique_tokens(items, path)
     return items
+
+
+def _check_unique_tokens(items: Sequence[AbxItem], path: Path) -> None:
+    """Refuse a token (file, onset, offset) listed twice. One set of all keys first (item
+    files have up to millions of rows); the lines are looked up only when there is a repeat."""
+    span_of = operator.itemgetter(0, 1, 2)  # (fileid, onset_s, offset_s)
+    if len(set(map(span_of, items))) == len(items):
+        return
+    first: dict[tuple, int] = {}
+    for row, span in enumerate(map(span_of, items)):
+        seen = first.setdefault(span, row)
+        if seen != row:
+            # Line numbers: header is line 1; blank lines are not kept, so count them again.
+            lines = _item_line_numbers(path)
+            token = f"{span[0]} {items[row].onset_s:g} {items[row].offset_s:g}"
+            raise AlignmentError(f"{path}:{lines[row]}: token {token} repeats line {lines[seen]}")
+
+
+def _item_line_numbers(path: Path) -> list[int]:
+    """The line number of each item row of `path` (blank lines skipped, as read_item_file)."""
+    with open(path, encoding="utf-8") as f:
+        return [n for n, line in enumerate(f, start=1) if n > 1 and line.split()]

@@ -5,6 +5,7 @@ the report with its reason and left out: a scan never dies half-way."""
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import os
@@ -41,6 +42,23 @@ def _is_audio(name: str, extensions: tuple[str, ...]) -> bool:
     return name.lower().endswith(extensions)
 
 
+def _bad_name(relpath: str) -> str | None:
+    """Why a name cannot go into a manifest, or None. Tabs and newlines break the TSV and CSV
+    rows; undecodable bytes (surrogate escapes) cannot be written as UTF-8."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in relpath):
+        return "name holds a tab, newline or other control character (manifests cannot hold it)"
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8 (manifests are UTF-8)"
+    return None
+
+
+def _printable(relpath: str) -> str:
+    """`relpath` with control characters and undecodable bytes escaped, for the report."""
+    return relpath.encode("unicode_escape").decode("ascii")
+
+
 def _probe_file(root: Path, relpath: str) -> ManifestRow | Rejected:
     try:
         info = audio_info(root / relpath)
@@ -49,22 +67,58 @@ def _probe_file(root: Path, relpath: str) -> ManifestRow | Rejected:
     return ManifestRow(fileid=fileid_for(relpath), path=relpath, num_samples=info.num_samples)
 
 
+def _walk(root: Path, extensions: tuple[str, ...]) -> tuple[list[str], list[Rejected]]:
+    """Relative paths of the audio files below `root`, following symlinked folders. A folder
+    reached twice (a link to a parent, or two links to one folder) is scanned once; the other
+    way in, and every folder that cannot be listed, goes to the report."""
+    relpaths: list[str] = []
+    rejected: list[Rejected] = []
+    st = root.stat()
+    seen = {(st.st_dev, st.st_ino): "."}
+    queue = collections.deque([""])  # breadth first: the shortest way into a folder wins
+    while queue:
+        rel_dir = queue.popleft()
+        try:
+            with os.scandir(root / rel_dir if rel_dir else root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            if not rel_dir:  # nothing to scan at all: an error, not an empty manifest
+                raise ValueError(f"{root}: cannot list folder: {e.strerror or e}") from e
+            rejected.append(Rejected(f"{rel_dir}/", f"cannot list folder: {e.strerror or e}"))
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+                st = entry.stat() if is_dir else None
+            except OSError as e:
+                rejected.append(Rejected(_printable(rel), f"cannot stat: {e.strerror or e}"))
+                continue
+            if st is None:
+                if _is_audio(entry.name, extensions):
+                    relpaths.append(rel)
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                reason = f"folder already scanned as {seen[key]}/ (symlink loop or duplicate)"
+                rejected.append(Rejected(f"{_printable(rel)}/", reason))
+                continue
+            seen[key] = rel
+            queue.append(rel)
+    return sorted(relpaths), rejected
+
+
 def scan_folder(
     root: str | Path, *, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, workers: int = 4
 ) -> ScanResult:
-    """Every audio file below `root` (recursively), sorted by relative path."""
+    """Every audio file below `root` (recursively, through symlinked folders), sorted by
+    relative path. Unlistable folders, bad names and fileid collisions go to `rejected`."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
-    relpaths = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, root)
-        for name in filenames:
-            if _is_audio(name, extensions):
-                rel = name if rel_dir == "." else os.path.join(rel_dir, name)
-                relpaths.append(rel.replace(os.sep, "/"))
-    relpaths.sort()
+    relpaths, rejected = _walk(root, extensions)
+    bad_names = [Rejected(_printable(r), why) for r in relpaths if (why := _bad_name(r))]
+    relpaths = [r for r in relpaths if _bad_name(r) is None]
     batches = [relpaths[i : i + 512] for i in range(0, len(relpaths), 512)]
 
     def probe(batch: list[str]) -> list[ManifestRow | Rejected]:
@@ -74,7 +128,7 @@ def scan_folder(
     # per-file overhead of the pool negligible on a local disk.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = [r for batch in pool.map(probe, batches) for r in batch]
-    return _collect(results)
+    return _collect([*rejected, *bad_names, *results])
 
 
 class _MemberReader(io.RawIOBase):
@@ -126,6 +180,9 @@ def scan_tar(
         for member in tar:
             if not member.isfile() or not _is_audio(member.name, extensions):
                 continue
+            if why := _bad_name(member.name):
+                results.append(Rejected(f"{name}:{_printable(member.name)}", why))
+                continue
             results.append(_probe_member(raw, member, name))
     return _collect(results)
 
@@ -149,9 +206,23 @@ def _probe_member(raw, member: tarfile.TarInfo, archive_name: str) -> ManifestRo
 
 
 def _collect(results: Iterable[ManifestRow | Rejected]) -> ScanResult:
+    """Split rows from rejects. Two readable files with one fileid (`a.wav` and `a.flac`, or a
+    tar member twice) would be indistinguishable downstream: the first by path is kept, the
+    others are rejected naming it."""
     rows, rejected = [], []
+    kept: dict[str, ManifestRow] = {}
     for r in results:
-        (rows if isinstance(r, ManifestRow) else rejected).append(r)
+        if isinstance(r, Rejected):
+            rejected.append(r)
+        elif r.fileid in kept:
+            first = kept[r.fileid]
+            where = f"{r.archive}:{r.path}" if r.archive else r.path
+            first_where = f"{first.archive}:{first.path}" if first.archive else first.path
+            reason = f"same fileid {r.fileid!r} as {first_where}, which was kept"
+            rejected.append(Rejected(where, reason))
+        else:
+            kept[r.fileid] = r
+            rows.append(r)
     for r in rejected:
         log.warning("skipped %s: %s", r.path, r.reason)
     return ScanResult(rows=rows, rejected=rejected)

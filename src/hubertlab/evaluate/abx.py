@@ -151,11 +151,13 @@ def abx_scores(
     features: Mapping[str, np.ndarray | torch.Tensor],
     item_file: str | Path,
     config: AbxConfig | None = None,
+    source: str = "features",
 ) -> dict[str, AbxResult]:
-    """ABX error per speaker mode for features given as fileid -> (frames, dim)."""
+    """ABX error per speaker mode for features given as fileid -> (frames, dim). `source`
+    names the features in errors (NaN or inf frames, token rows past a file's end)."""
     config = config or AbxConfig()
     num_frames = {fileid: len(f) for fileid, f in features.items()}
     with gc_paused():
         tokens = read_item_file(item_file)
         plan = prepare_abx(tokens, num_frames, config, item_file=str(item_file))
-    return score_plan(plan, gather_token_frames(plan, features), config)
+    return score_plan(plan, gather_token_frames(plan, features, source), config)

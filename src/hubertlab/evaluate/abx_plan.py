@@ -19,6 +19,7 @@ import torch
 
 from hubertlab.data.alignments import AbxItem
 from hubertlab.evaluate.abx_dtw import DEFAULT_BATCH_CELLS
+from hubertlab.evaluate.frame_checks import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -293,9 +294,10 @@ def prepare_abx(
 
 
 def gather_token_frames(
-    plan: AbxPlan, features: Mapping[str, np.ndarray | torch.Tensor]
+    plan: AbxPlan, features: Mapping[str, np.ndarray | torch.Tensor], source: str = "features"
 ) -> torch.Tensor:
     """The frames of every token, concatenated in plan order -> (total_frames, dim) float32.
+    Frames holding NaN or inf are an error naming the file and `source`.
 
     One copy per file into a joint buffer, then one gather for all tokens (a per-token loop
     costs more than the whole DTW on a 10-minute corpus)."""
@@ -320,6 +322,7 @@ def gather_token_frames(
         parts.append(
             part.float() if torch.is_tensor(part) else torch.from_numpy(np.array(part, np.float32))
         )
+        check_finite(parts[-1], fileid, source)
         file_base.append(base)
         sources.append(spans)
         base += end

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hubertlab.config import to_dict
-from hubertlab.constants import num_frames
+from hubertlab.constants import LABEL_RATE_HZ, num_frames
 from hubertlab.data.manifest import Manifest
 from hubertlab.evaluate.abx import (
     AbxConfig,
@@ -25,12 +25,15 @@ from hubertlab.evaluate.abx import (
     read_item_file,
     score_plan,
 )
+from hubertlab.evaluate.frame_checks import check_finite, check_frame_counts, check_frame_shift
 from hubertlab.features.store import STORE_META, FeatureStore
 from hubertlab.fileio import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 BEST_CRITERION = "lowest mean of the within- and across-speaker errors"
+# What a folder of .npy arrays is taken to hold when nothing says otherwise: HuBERT layers.
+DEFAULT_FRAME_SHIFT_S = 1.0 / LABEL_RATE_HZ
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,17 @@ def abx_per_layer(
     *,
     layers: Sequence[int] | None = None,
     config: AbxConfig | None = None,
+    source: str = "model",
 ) -> list[LayerScore]:
     """ABX of the given transformer layers (default: all, 1..L; 0 is the transformer input).
 
     Each file of the item file goes through the model once; only the token frames of each
-    layer are kept, so memory is ~ (token frames) x dim x 4 bytes per layer.
+    layer are kept, so memory is ~ (token frames) x dim x 4 bytes per layer. `source` (e.g.
+    the checkpoint path) names the model in errors: NaN or inf hidden states, a frame shift
+    other than the model's 20 ms.
     """
-    config = config or AbxConfig(frame_shift_s=0.02)
+    config = config or AbxConfig(frame_shift_s=1.0 / LABEL_RATE_HZ)
+    check_frame_shift(config.frame_shift_s, LABEL_RATE_HZ, f"{source} (its CNN hops 20 ms)")
     model = getattr(model, "backbone", model)  # a whole model, or its Backbone
     num_layers = model.cfg.num_layers
     layers = list(range(1, num_layers + 1)) if layers is None else sorted(set(layers))
@@ -109,6 +116,7 @@ def abx_per_layer(
             )
         for layer in layers:
             frames = hidden[layer][0].float()  # (frames, dim)
+            check_finite(frames, row.fileid, f"{source}, layer {layer}")
             if layer not in buffers:
                 buffers[layer] = frames.new_empty(plan.total_frames, frames.shape[1])
             _fill(buffers[layer], plan, row.fileid, frames)
@@ -141,11 +149,18 @@ def mfcc_features(
 
 
 def load_feature_dir(
-    folder: str | Path, fileids: set[str]
-) -> tuple[dict[str, np.ndarray], float | None]:
+    folder: str | Path,
+    fileids: set[str],
+    *,
+    frame_shift_s: float | None = None,
+    manifest: Manifest | None = None,
+) -> tuple[dict[str, np.ndarray], float]:
     """Saved features of `fileids`: a feature store (`hubertlab features`; memory-mapped) or a
-    folder of <fileid>.npy arrays (frames, dim). Returns (features, the store's frame shift in
-    seconds, or None for .npy folders)."""
+    folder of <fileid>.npy arrays (frames, dim). Returns (features, frame shift in seconds).
+
+    A store records its rate: `frame_shift_s` must agree with it (or be None). A .npy folder
+    does not: it needs `frame_shift_s` or `manifest` (then the default is 0.02 s). With
+    `manifest`, every frame count must match the audio's duration at that shift."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"feature folder not found: {folder}")
@@ -157,7 +172,30 @@ def load_feature_dir(
                 f"{folder}: feature store has no features for {len(missing)} file(s) of the "
                 f"item file, e.g. {missing[0]!r}"
             )
-        return {f: store[f] for f in fileids}, 1.0 / store.frame_rate_hz
+        features = {f: store[f] for f in fileids}
+        where = f"feature store {folder} ({STORE_META} frame_rate_hz)"
+        shift = check_frame_shift(frame_shift_s, store.frame_rate_hz, where)
+    else:
+        if frame_shift_s is None and manifest is None:
+            raise ValueError(
+                f"{folder}: .npy features record no frame rate: pass --frame-shift, or "
+                f"--manifest to check the default {DEFAULT_FRAME_SHIFT_S:g} s against the audio"
+            )
+        features = _load_npy_folder(folder, fileids)
+        shift = frame_shift_s or DEFAULT_FRAME_SHIFT_S
+    if manifest is not None:
+        rows = manifest_rows_for(manifest, fileids, "the features")
+        check_frame_counts(
+            {f: len(a) for f, a in features.items()},
+            {row.fileid: row.num_samples for row in rows},
+            shift,
+            source=str(folder),
+            audio=f"manifest {manifest.source or '(in memory)'}",
+        )
+    return features, shift
+
+
+def _load_npy_folder(folder: Path, fileids: set[str]) -> dict[str, np.ndarray]:
     features, missing = {}, []
     for fileid in sorted(fileids):
         path = folder / f"{fileid}.npy"
@@ -169,14 +207,20 @@ def load_feature_dir(
         raise FileNotFoundError(
             f"{len(missing)} feature file(s) missing for the item file, e.g. {missing[0]}"
         )
-    return features, None
+    return features
 
 
 def abx_of_features(
-    features: Mapping[str, np.ndarray], item_file: str | Path, config: AbxConfig, name: str
+    features: Mapping[str, np.ndarray],
+    item_file: str | Path,
+    config: AbxConfig,
+    name: str,
+    *,
+    source: str = "",
 ) -> LayerScore:
-    """ABX of one set of features (MFCC, saved features) as a one-row sweep."""
-    results = abx_scores(features, item_file, config)
+    """ABX of one set of features (MFCC, saved features) as a one-row sweep; `source` (else
+    `name`) names them in errors."""
+    results = abx_scores(features, item_file, config, source=source or name)
     logger.info("ABX %s: %s", name, _describe(results))
     return LayerScore(name, None, results)
 

@@ -10,11 +10,20 @@ frame k centred at 0.02 k + 0.0125 s):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
+from hubertlab.constants import LABEL_RATE_HZ, SAMPLE_RATE
 from hubertlab.data.alignments import FRAME_HOP_S, FRAME_OFFSET_S, SIL, Segment, frame_phone_labels
+from hubertlab.evaluate.frame_checks import FRAME_COUNT_TOLERANCE, check_frame_counts
+
+UNITS_META = "units.json"  # written beside units.jsonl by `hubertlab transcribe`
+# Without the audio lengths, units may run this much past the phones' end (alignments that
+# stop before trailing silence); units at twice the label rate run twice as far.
+PHONES_END_SLACK = 1.5
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -111,3 +120,62 @@ def unit_quality(
         silence_excluded=SIL in exclude,
     )
     return result
+
+
+def recorded_label_rate(units_path: str | Path) -> tuple[float, str]:
+    """The label rate of a units file or folder, from the units.json beside it, and where it
+    comes from; LABEL_RATE_HZ when nothing records it."""
+    units_path = Path(units_path)
+    meta_path = (units_path if units_path.is_dir() else units_path.parent) / UNITS_META
+    if not meta_path.is_file():
+        return float(LABEL_RATE_HZ), f"the default {LABEL_RATE_HZ} Hz (no {UNITS_META})"
+    try:
+        rate = json.loads(meta_path.read_text(encoding="utf-8"))["label_rate_hz"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{meta_path}: expected a JSON object with 'label_rate_hz'") from None
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < 1e4:
+        raise ValueError(f"{meta_path}: label_rate_hz must be a positive number, got {rate!r}")
+    return float(rate), f"{meta_path} label_rate_hz"
+
+
+def check_unit_counts(
+    units_by_fileid: Mapping[str, np.ndarray | Sequence[int]],
+    segments: Mapping[str, Sequence[Segment]],
+    label_rate_hz: float,
+    *,
+    source: str,
+    num_samples: Mapping[str, int] | None = None,
+    audio: str = "",
+) -> None:
+    """Refuse units whose count does not fit the audio at `label_rate_hz` (a wrong rate, or
+    units of other audio): PNMI of such units is a number, but a meaningless one.
+
+    With `num_samples` (from the manifest) counts are checked against the audio lengths and
+    phones may not end past the audio. Without, the phones' end bounds the audio from below:
+    units must reach it, and may run at most PHONES_END_SLACK times as far."""
+    hop_s = 1.0 / label_rate_hz
+    if num_samples is not None:
+        lengths = {f: len(u) for f, u in units_by_fileid.items()}
+        check_frame_counts(lengths, num_samples, hop_s, source=source, audio=audio)
+    for fileid, units in units_by_fileid.items():
+        if not segments.get(fileid):
+            continue
+        phones_end_s = segments[fileid][-1][1]
+        if num_samples is not None and fileid in num_samples:
+            audio_s = num_samples[fileid] / SAMPLE_RATE
+            if phones_end_s > audio_s + FRAME_COUNT_TOLERANCE * hop_s:
+                raise ValueError(
+                    f"phones of {fileid!r} end at {phones_end_s:.3f} s, past the end of its "
+                    f"audio ({audio_s:.3f} s in {audio}): alignments of other audio?"
+                )
+            continue
+        units_s = len(units) * hop_s
+        too_short = units_s + (FRAME_COUNT_TOLERANCE + 1) * hop_s < phones_end_s
+        too_long = units_s > PHONES_END_SLACK * phones_end_s + FRAME_COUNT_TOLERANCE * hop_s
+        if too_short or too_long:
+            raise ValueError(
+                f"{source}: {fileid!r} has {len(units)} units, {units_s:.3f} s at "
+                f"{label_rate_hz:g} units/s, but its phones end at {phones_end_s:.3f} s "
+                f"(i.e. {len(units) / phones_end_s:.1f} units/s): units at another label rate "
+                "or of other audio? (pass --manifest to check against the audio lengths)"
+            )

@@ -74,7 +74,8 @@ def _plain(value: Any) -> Any:
 
 def safe_load(path: str | Path) -> Any:
     """torch.load with weights_only=True, plus argparse.Namespace and inert stand-ins for
-    omegaconf/fairseq config classes. Any other global is refused with CheckpointError."""
+    omegaconf/fairseq config classes. Any other global is refused with CheckpointError, and so
+    is a truncated or corrupt file; every message names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -84,16 +85,40 @@ def safe_load(path: str | Path) -> Any:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            m = re.search(r"GLOBAL ([\w.]+)", str(e))
-            name = m[1] if m else None
-            if name is None or not name.startswith(_STUB_MODULES):
+            name = _refused_global(e)
+            if name is None:
+                raise _unreadable(path, _unpickler_detail(e)) from None
+            if not name.startswith(_STUB_MODULES):
                 raise CheckpointError(
-                    f"{path}: refusing to unpickle {name or 'an object'}: not on the allow-list "
+                    f"{path}: refusing to unpickle {name}: not on the allow-list "
                     "of classes a checkpoint may contain (loading it could run code)"
                 ) from None
             stub = type(name.rsplit(".", 1)[-1], (_ConfigStub,), {})
             allowed.append((stub, name))
+        except Exception as e:  # a damaged file makes torch raise anything, OSError to KeyError
+            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise _unreadable(path, detail) from e
     raise CheckpointError(f"{path}: too many config classes in the pickle")
+
+
+def _refused_global(error: pickle.UnpicklingError) -> str | None:
+    """The class torch's weights-only unpickler refused, if that is why it stopped."""
+    m = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return m[1] if m else None
+
+
+def _unpickler_detail(error: pickle.UnpicklingError) -> str:
+    """torch's reason without its advice to retry with weights_only=False, which would let
+    the file run code."""
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", str(error))
+    return m[1] if m else str(error).splitlines()[0]
+
+
+def _unreadable(path: Path, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: cannot be read as a PyTorch checkpoint ({detail}); the file is truncated or "
+        "corrupt (copy it again), or holds objects a weights-only checkpoint cannot contain"
+    )
 
 
 def save_pretrained(model: HubertModel, out_dir: str | Path) -> Path:
