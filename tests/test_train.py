@@ -270,7 +270,7 @@ def test_a_damaged_checkpoint_falls_back_and_stale_temp_files_go(corpus, tmp_pat
     ckpt_dir = tmp_path / "run" / "checkpoints"
     last = ckpt.checkpoint_path(ckpt_dir, 10)
     last.write_bytes(last.read_bytes()[:1000])
-    stale = ckpt_dir / ".step_00000010.pt.abc123.tmp"
+    stale = ckpt_dir / ".step_00000010.pt.abcd1234.tmp"
     stale.write_bytes(b"half a checkpoint")
     out = tmp_path / "valid.jsonl"
     assert main(["validate", str(ckpt_dir), "--config", str(path), "--out", str(out)]) == 0

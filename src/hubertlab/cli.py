@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(_load(args.command).run(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        # User errors (bad input, bad config) get one clear line, not a traceback.
+    except (ValueError, OSError) as e:
+        # User errors (bad input, bad config, a missing file, a full disk) get one clear line,
+        # not a traceback (-v logs it).
         logging.getLogger("hubertlab").debug("error", exc_info=True)
         print(f"hubertlab {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -85,19 +85,6 @@ def load_latest_intact(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | No
     return None
 
 
-def remove_stale_temp_files(ckpt_dir: str | Path) -> list[Path]:
-    """Remove temp files that killed checkpoint writes left behind (rank 0 calls this at start,
-    before any write of its own)."""
-    ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        return []
-    stale = [p for p in ckpt_dir.iterdir() if p.name.startswith(".step_") and p.suffix == ".tmp"]
-    for path in stale:
-        path.unlink(missing_ok=True)
-        log.info("removed %s, left by an interrupted checkpoint write", path)
-    return stale
-
-
 def gather_per_rank(value: Any, info: Any) -> list[Any]:
     """`value` of every rank, in rank order (on every rank)."""
     if not info.distributed:

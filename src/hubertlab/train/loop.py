@@ -26,7 +26,7 @@ import torch
 from hubertlab.allocator import keep_freed_memory
 from hubertlab.config import to_dict
 from hubertlab.constants import SAMPLE_RATE
-from hubertlab.fileio import atomic_write_json
+from hubertlab.fileio import atomic_write_json, remove_stale_temps
 from hubertlab.tasks import build_task
 from hubertlab.tasks.base import Task, apply_trainable
 from hubertlab.train import checkpoint as ckpt
@@ -185,7 +185,8 @@ def _open_metrics(cfg, task, raw_model, progress: Progress, info: DistInfo) -> M
         return None
     out_dir = Path(cfg.run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.remove_stale_temp_files(out_dir / "checkpoints")
+    # Only rank 0 writes this run's checkpoints, and not yet: any temp file there is stale.
+    remove_stale_temps(out_dir / "checkpoints", older_than_s=0)
     atomic_write_json(
         out_dir / "config.json", {"train": to_dict(cfg), "model": task.model_config(raw_model)}
     )
