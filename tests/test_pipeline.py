@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from hubertlab.cli import main
 from hubertlab.config import ConfigError
 from hubertlab.data.manifest import read_manifest
 from hubertlab.demo.recipe import build_corpora
 from hubertlab.pipeline.config import load_pipeline_config
-from hubertlab.pipeline.run import pipeline_status
+from hubertlab.pipeline.run import pipeline_status, run_pipeline
+from hubertlab.pipeline.runner import StaleStepError
 
 SMALL_MODEL = """
 [train.model]
@@ -263,3 +266,44 @@ def test_tiny_model_learns_on_the_demo_corpus(tmp_path):
     losses = [r["loss"] for r in valid_records]
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
     assert valid_records[-1]["masked_acc"] > 5 * (1 / 50), valid_records[-1]
+
+
+def test_a_changed_config_is_never_reused_silently(corpus):
+    """Finished steps record what they depend on: after num_units changes, the run stops
+    naming the stale step and the key (pipeline.json untouched); --redo-stale redoes that step
+    and everything downstream; status shows the stale steps."""
+    one = CONFIG.split("[[iterations]]")[0] + (
+        '[[iterations]]\nfeatures = "mfcc"\nnum_units = 12\nkmeans_fraction = 1.0\n'
+        "[abx]\nenabled = false\n" + SMALL_MODEL
+    ).replace("max_steps = 12", "max_steps = 2")
+    one = one.replace("final_units = true", "")
+    config = _config(corpus, "stale", one.replace("max_steps = 12", "max_steps = 2"))
+    run_pipeline(config)
+    before = (corpus / "stale" / "pipeline.json").read_text()
+    changed = _config(corpus, "stale", one.replace("num_units = 12", "num_units = 13"))
+    with pytest.raises(StaleStepError, match=r"iteration1/kmeans.*num_units"):
+        run_pipeline(changed)
+    assert (corpus / "stale" / "pipeline.json").read_text() == before
+    status = pipeline_status(changed)
+    assert "stale    iteration1/kmeans" in status and "stale    iteration1/train" in status
+    assert "done     iteration1/features" in status
+    assert main(["pipeline", str(changed)]) == 1
+    run_pipeline(changed, redo_stale=True)
+    meta = json.loads(
+        (corpus / "stale" / "iteration1" / "units" / "train" / "units.json").read_text()
+    )
+    assert meta["k"] == 13 and "stale" not in pipeline_status(changed)
+    state = torch.load(
+        next((corpus / "stale" / "iteration1" / "train" / "checkpoints").glob("step_*.pt")),
+        weights_only=True,
+    )
+    assert state["model_config"]["num_units"] == [13]
+
+
+def test_input_paths_are_checked_before_the_first_step(corpus):
+    bad = _config(
+        corpus, "paths", CONFIG.replace("corpus/eval/phones.jsonl", "corpus/eval/phones.jsnl")
+    )
+    with pytest.raises(FileNotFoundError, match=r"corpus\.eval_phones: not found"):
+        run_pipeline(bad)
+    assert not (corpus / "paths").exists()

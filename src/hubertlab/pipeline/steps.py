@@ -5,6 +5,7 @@ layer; iteration k+1 takes its features from that model's best (or a fixed) laye
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from hubertlab.config import ConfigError
 from hubertlab.data.manifest import read_manifest
 from hubertlab.pipeline.config import IterationConfig, PipelineConfig
 from hubertlab.pipeline.executor import run_shards
+from hubertlab.pipeline.fingerprint import step_fingerprints
 from hubertlab.pipeline.runner import Step
 from hubertlab.units.assign import UNITS_NAME, read_units
 
@@ -311,7 +313,8 @@ def next_targets(cfg: PipelineConfig) -> IterationConfig | None:
 
 
 def build_steps(cfg: PipelineConfig) -> list[Step]:
-    """Every step of the run, in order. Nothing is computed here."""
+    """Every step of the run, in order, with its fingerprint. Nothing is computed here (the
+    input files are hashed)."""
     steps = [_baseline_step(cfg)] if _abx_enabled(cfg) else []
     for k, it in enumerate(cfg.iterations, start=1):
         steps += _targets_steps(cfg, k, it, splits=SPLITS)
@@ -319,4 +322,5 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
     final = next_targets(cfg)
     if final is not None:
         steps += _targets_steps(cfg, len(cfg.iterations) + 1, final, splits=("train", "eval"))
-    return steps
+    fingerprints = step_fingerprints(cfg)
+    return [dataclasses.replace(step, fingerprint=fingerprints[step.name]) for step in steps]
