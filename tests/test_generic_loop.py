@@ -14,9 +14,9 @@ from hubertlab.data.dataset import Batch
 from hubertlab.models.backbone import Backbone
 from hubertlab.models.config import BackboneConfig
 from hubertlab.tasks.base import TaskBase, TaskLoss
+from hubertlab.tasks.data import build_train_loader
 from hubertlab.train import checkpoint as ckpt
 from hubertlab.train.config import TrainConfig
-from hubertlab.train.data import build_train_loader
 from hubertlab.train.loop import train
 from tests.train_fixtures import TINY_OVERRIDES, make_corpus
 

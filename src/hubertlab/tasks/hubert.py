@@ -15,7 +15,7 @@ from hubertlab.data.dataset import Batch, MaskSpec
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.hubert import HubertModel
 from hubertlab.tasks.base import TaskBase, TaskLoss
-from hubertlab.train.data import ValidBatches, build_train_loader
+from hubertlab.tasks.data import ValidBatches, build_train_loader
 
 log = logging.getLogger(__name__)
 

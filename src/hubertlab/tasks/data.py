@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
@@ -14,8 +15,10 @@ from torch.utils.data import DataLoader
 from hubertlab.data.dataset import Batch, CropCollator, MaskSpec, ResumableLoader, UnitDataset
 from hubertlab.data.manifest import read_manifest
 from hubertlab.data.sampler import BucketBatchSampler
-from hubertlab.train.config import DataSection
 from hubertlab.units.assign import read_units
+
+if TYPE_CHECKING:  # the [data] section of a TrainConfig; read for its attributes only
+    from hubertlab.train.config import DataSection
 
 # Validation crops and masks never depend on the run's seed: runs and checkpoints compare.
 VALID_SEED = 1234
