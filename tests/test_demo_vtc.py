@@ -113,3 +113,16 @@ def test_kept_when_done_and_refused_with_other_settings(corpus: Path):
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         VtcCorpusConfig(**kwargs)
+
+
+def test_cli(tmp_path: Path, capsys):
+    from hubertlab import cli
+
+    argv = ["demo-corpus", str(tmp_path / "v"), "--vtc", "--minutes", "0.6"]
+    assert cli.main([*argv, "--recording-minutes", "0.2", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"v/{split}: 1 recordings" in out for split in VTC_SPLITS)
+    assert (tmp_path / "v" / "test" / "reference.rttm").is_file()
+    argv = ["demo-corpus", str(tmp_path / "c"), "--minutes", "0.1", "--speakers", "2"]
+    assert cli.main(argv) == 0
+    assert (tmp_path / "c" / "transcripts.tsv").is_file()
