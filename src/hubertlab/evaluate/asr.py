@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hubertlab.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +106,38 @@ def format_error_table(rates: Sequence[ErrorRate]) -> str:
             f"| {r.substitutions} | {r.deletions} | {r.insertions} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _plot_buckets(rates: Sequence[ErrorRate], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buckets = [r for r in rates if r.name != "all"]
+    x = np.arange(len(buckets))
+    fig, ax = plt.subplots(figsize=(1.4 * len(buckets) + 2, 3.2))
+    ax.bar(x - 0.2, [100 * r.wer for r in buckets], 0.4, label="WER")
+    ax.bar(x + 0.2, [100 * r.cer for r in buckets], 0.4, label="CER")
+    ax.axhline(100 * rates[0].wer, color="C0", linestyle="--", linewidth=1, label="WER, all")
+    ax.set_xticks(x, [f"{r.name}\n({r.utterances} utt.)" for r in buckets])
+    ax.set_ylabel("error rate (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_asr_report(
+    rates: Sequence[ErrorRate], out_dir: str | Path, *, source: Mapping[str, str] | None = None
+) -> None:
+    """asr_scores.json, asr_scores.md (table) and asr_wer_by_length.png in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"source": dict(source or {}), "rates": [asdict(r) for r in rates]}
+    atomic_write_json(out_dir / "asr_scores.json", report)
+    atomic_write_text(out_dir / "asr_scores.md", format_error_table(rates))
+    _plot_buckets(rates, out_dir / "asr_wer_by_length.png")

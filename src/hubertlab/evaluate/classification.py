@@ -5,8 +5,10 @@ mean (the VTC papers' figure)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from hubertlab.fileio import atomic_write_json, atomic_write_text
 from hubertlab.finetune.rttm import Turn
 
 
@@ -101,3 +103,41 @@ def format_detection_table(scores: Sequence[ClassScore]) -> str:
         )
     lines.append(f"| **macro** | **{100 * macro_f1(scores):.1f}** | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def _plot_f1(scores: Sequence[ClassScore], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s.label for s in scores] + ["macro"]
+    values = [100 * s.f1 for s in scores] + [100 * macro_f1(scores)]
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 1.5, 3.2))
+    bars = ax.bar(names, values, color=["C0"] * len(scores) + ["C1"])
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("detection F1 (%)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_detection_report(
+    scores: Sequence[ClassScore], out_dir: str | Path, *, source: Mapping[str, str] | None = None
+) -> None:
+    """vtc_scores.json, vtc_scores.md (table) and vtc_f1.png (F1 bars) in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "source": dict(source or {}),
+        "collar_s": 0.0,
+        "classes": [asdict(s) for s in scores],
+        "macro_f1": macro_f1(scores),
+    }
+    atomic_write_json(out_dir / "vtc_scores.json", report)
+    atomic_write_text(out_dir / "vtc_scores.md", format_detection_table(scores))
+    _plot_f1(scores, out_dir / "vtc_f1.png")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hubertlab import constants
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE
 from hubertlab.fileio import atomic_write_json
 from hubertlab.finetune.rttm import Turn
@@ -147,3 +148,27 @@ def frames_to_turns(
             if offset - onset >= min_duration_s and offset > onset:
                 turns.append(Turn(fileid, round(onset, 6), round(offset - onset, 6), name))
     return sorted(turns, key=lambda t: (t.onset_s, t.label))
+
+
+def decode_recording(
+    window_probs: Sequence[np.ndarray],
+    start_samples: Sequence[int],
+    num_samples: int,
+    thresholds: np.ndarray,
+    classes: Sequence[str],
+    fileid: str,
+    *,
+    min_gap_s: float = 0.1,
+    min_duration_s: float = 0.1,
+) -> list[Turn]:
+    """Turns of one recording from its windows' (frames, classes) probabilities (windows from
+    windows.sliding_window_starts): averaged, thresholded per class, turned into turns."""
+    if any(s % FRAME_HOP for s in start_samples):
+        raise ValueError(f"{fileid}: window starts must be multiples of {FRAME_HOP} samples")
+    track = average_windows(
+        window_probs, [s // FRAME_HOP for s in start_samples], constants.num_frames(num_samples)
+    )
+    active = track >= np.asarray(thresholds, dtype=np.float32)[None, :]
+    return frames_to_turns(
+        active, classes, fileid, min_gap_s=min_gap_s, min_duration_s=min_duration_s
+    )
