@@ -42,6 +42,8 @@ def test_uem_limits_the_scored_region():
     assert scored.precision == pytest.approx(1.0) and scored.f1 == pytest.approx(1.0)
 
 
-def test_unknown_hypothesis_file_is_an_error():
+def test_unknown_or_unscored_files_are_errors():
+    with pytest.raises(ValueError, match="reference files have no UEM regions, e.g. 'b'"):
+        detection_scores({"a": [], "b": []}, {}, CLASSES, uem={"a": [(0, 1)]})
     with pytest.raises(ValueError, match="hypothesis files are not in the reference, e.g. 'x'"):
         detection_scores({"a": []}, {"x": [Turn("x", 0, 1, "FEM")]}, CLASSES)

@@ -12,6 +12,7 @@ import pytest
 from hubertlab.finetune.text import (
     CharVocab,
     build_vocab,
+    ctc_labels,
     greedy_ctc_decode,
     greedy_ctc_texts,
     load_vocab,
@@ -54,6 +55,10 @@ def test_normalize_and_vocab():
     ids = vocab.encode(text)
     assert vocab.decode(ids) == text and ids.count(2) == text.count(" ")
     assert vocab.encode("zq") == [vocab.tokens.index("z") if "z" in vocab.tokens else 1, 1]
+    labels, lengths = ctc_labels(["The door.", "Le marin"], vocab)
+    assert lengths.tolist() == [8, 8] and labels.shape == (2, 8)
+    labels, lengths = ctc_labels(["a", "The old man"], vocab)
+    assert labels[0, 1:].tolist() == [-100] * 10 and vocab.decode(labels[1]) == "the old man"
     with pytest.raises(ValueError, match="must start with"):
         CharVocab(("a", "<pad>", "<unk>", "|"))
 

@@ -77,6 +77,9 @@ def test_seeded_and_loader(corpus):
     assert [a.window(i)[1] for i in range(8)] == [b.window(i)[1] for i in range(8)]
     b.set_epoch(1)
     assert [a.window(i)[1] for i in range(8)] != [b.window(i)[1] for i in range(8)]
+    resumed = WindowDataset(recordings, windows_per_epoch=8, seed=1)
+    resumed.load_state_dict(b.state_dict())
+    assert [resumed.window(i)[1] for i in range(8)] == [b.window(i)[1] for i in range(8)]
     loader = torch.utils.data.DataLoader(a, batch_size=4, num_workers=0)
     wav, targets, ignore = next(iter(loader))
     assert wav.shape == (4, 64000) and targets.shape == (4, 199, 4) and ignore.dtype == torch.bool

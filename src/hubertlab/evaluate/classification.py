@@ -45,9 +45,10 @@ def detection_scores(
     *,
     uem: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> list[ClassScore]:
-    """Scores per class over the files of the reference (or of the UEM when given); a file
-    without hypothesis turns counts as all missed. Without UEM a file is scored from 0 to the
-    end of its last reference or hypothesis turn, the same region for every class."""
+    """Scores per class over the files of the reference (or of the UEM when given: then every
+    reference file needs regions); a file without hypothesis turns counts as all missed.
+    Without UEM a file is scored from 0 to the end of its last reference or hypothesis turn,
+    the same region for every class."""
     try:
         from pyannote.metrics.detection import DetectionPrecisionRecallFMeasure
     except ImportError as e:
@@ -63,6 +64,11 @@ def detection_scores(
         )
     if not files:
         raise ValueError("no files to score: the reference (and UEM) is empty")
+    unscored = sorted(set(reference) - set(files))
+    if unscored:
+        raise ValueError(
+            f"{len(unscored)} reference files have no UEM regions, e.g. {unscored[0]!r}"
+        )
     scores = []
     for label in classes:
         metric = DetectionPrecisionRecallFMeasure(collar=0.0, skip_overlap=False)

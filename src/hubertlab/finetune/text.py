@@ -159,6 +159,17 @@ def load_vocab(path: str | Path) -> CharVocab:
         raise ValueError(f"{path}: {e}") from None
 
 
+def ctc_labels(texts: Sequence[str], vocab: CharVocab) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized texts as (batch, longest) int64 ids padded with -100 (the ignore index
+    HubertForCTC's loss expects), and their lengths (batch,)."""
+    encoded = [vocab.encode(normalize_text(t)) for t in texts]
+    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+    labels = np.full((len(encoded), int(lengths.max(initial=0))), -100, dtype=np.int64)
+    for b, ids in enumerate(encoded):
+        labels[b, : len(ids)] = ids
+    return labels, lengths
+
+
 def greedy_ctc_decode(log_probs: np.ndarray, num_frames: int | None = None) -> list[int]:
     """Best path of (frames, vocab) log-probabilities (or logits): argmax per frame, repeats
     collapsed, blanks (id 0) dropped. num_frames cuts a padded sequence."""

@@ -51,18 +51,13 @@ class Recording:
             for t in candidates
             if t.offset_s > start_s
         ]
-        targets = frame_targets(_clip_front(shifted), frames, classes)
+        targets = frame_targets(shifted, frames, classes)  # turns cut at frame 0
         uem = None
         if self.uem is not None:
             uem = [(a - start_s, b - start_s) for a, b in self.uem]
         ignore = ignore_mask(uem, frames)
         ignore[max(num_frames(self.num_samples) - start_frame, 0) :] = True
         return targets, ignore
-
-
-def _clip_front(turns: list[Turn]) -> list[Turn]:
-    """Turns starting before the window keep only their part inside it."""
-    return [t if t.onset_s >= 0 else Turn(t.fileid, 0.0, t.offset_s, t.label) for t in turns]
 
 
 def read_window(path: str | Path, start: int, num_samples: int) -> np.ndarray:
@@ -153,6 +148,15 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """All a resume needs: windows are a pure function of (seed, epoch, index)."""
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"window seed {state['seed']} in the checkpoint, {self.seed} now")
+        self.epoch = int(state["epoch"])
 
     def __len__(self) -> int:
         return self.windows_per_epoch
