@@ -138,9 +138,11 @@ def _speech_extent(wav: np.ndarray) -> tuple[int, int]:
     """[start, end) of the part louder than 35 dB under the loudest 10 ms (eSpeak pads its
     output with silence; annotators mark the voice, not the silence)."""
     hop = SAMPLE_RATE // 100
-    frames = max(len(wav) // hop, 1)
-    rms = np.sqrt(np.mean(np.pad(wav, (0, frames * hop + hop - len(wav)))[: frames * hop]
-                          .reshape(frames, hop) ** 2, axis=1))  # fmt: skip
+    frames = -(-len(wav) // hop)
+    if frames == 0:
+        return 0, 0
+    padded = np.pad(wav, (0, frames * hop - len(wav)))
+    rms = np.sqrt(np.mean(padded.reshape(frames, hop) ** 2, axis=1))  # (frames,)
     loud = np.flatnonzero(rms > rms.max() * 10 ** (-35 / 20))
     if loud.size == 0:
         return 0, 0

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from hubertlab.constants import FRAME_HOP, SAMPLE_RATE, num_frames
+from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE, num_frames
 from hubertlab.data.audio import standardize_waveform
 from hubertlab.data.manifest import read_manifest
 from hubertlab.finetune.rttm import VTC_CLASSES, Turn
@@ -43,7 +43,7 @@ class Recording:
         """Targets (frames, classes) and ignore mask (frames,) of recording frames
         [start_frame, start_frame + frames); frames past the recording's end are ignored."""
         start_s = start_frame * FRAME_HOP / SAMPLE_RATE
-        end_s = start_s + ((frames - 1) * FRAME_HOP + 400) / SAMPLE_RATE
+        end_s = start_s + ((frames - 1) * FRAME_HOP + RECEPTIVE_FIELD) / SAMPLE_RATE
         # Turns starting before the window's end; the later filter drops those ended before it.
         candidates = self.turns[: int(np.searchsorted(self._onsets_s, end_s))]
         shifted = [
