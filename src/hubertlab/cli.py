@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "masked-prediction pretraining from a TOML config"),
     "validate": ("validate", "validation loss/accuracy for a folder of checkpoints"),
     "abx": ("abx", "ABX discriminability of features, per layer"),
+    "score": ("score", "score VTC (detection F1 per class) or ASR (WER, CER) outputs"),
     "export": ("export", "export a checkpoint to another format (transformers)"),
     "pipeline": ("pipeline", "run the iterative HuBERT pipeline from a TOML config"),
     "status": ("status", "show which pipeline steps are done"),

@@ -1,4 +1,6 @@
-"""`hubertlab demo-corpus OUT`: synthesise the multi-speaker demo corpus with eSpeak NG."""
+"""`hubertlab demo-corpus OUT [--vtc]`: synthesise the multi-speaker demo corpus with eSpeak NG
+(with transcripts.tsv for the demo ASR task), or with --vtc the voice type classification
+corpus (train/dev/test recordings with RTTM and UEM)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", help="output folder (wav/, manifest.csv, phones.jsonl, abx.item)")
+    parser.add_argument(
+        "out", help="output folder (wav/, manifest.csv, phones.jsonl, abx.item, transcripts.tsv)"
+    )
     parser.add_argument("--minutes", type=float, default=1.0, help="total audio (default 1)")
     parser.add_argument("--speakers", type=int, default=8, help="number of speakers (default 8)")
     parser.add_argument(
@@ -25,10 +29,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="replace a corpus built with other settings"
     )
+    parser.add_argument(
+        "--vtc",
+        action="store_true",
+        help="build the voice type classification corpus instead (--minutes over all splits)",
+    )
+    parser.add_argument(
+        "--recording-minutes",
+        type=float,
+        default=3.0,
+        help="with --vtc: length of one recording (default 3)",
+    )
+
+
+def _run_vtc(args: argparse.Namespace) -> int:
+    from hubertlab.demo.vtc import VtcCorpusConfig, build_vtc_corpus
+
+    cfg = VtcCorpusConfig(
+        minutes=args.minutes,
+        recording_minutes=args.recording_minutes,
+        seed=args.seed,
+        augment=not args.clean,
+    )
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    summary = build_vtc_corpus(args.out, cfg, workers=args.workers, force=args.force)
+    for split, info in summary["splits"].items():
+        turns = ", ".join(f"{label} {n}" for label, n in info["turns"].items())
+        print(
+            f"{args.out}/{split}: {info['recordings']} recordings, "
+            f"{info['seconds'] / 60:.2f} min, turns: {turns}"
+        )
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
+    from hubertlab.demo.transcripts import write_demo_transcripts
+
+    if args.vtc:
+        return _run_vtc(args)
 
     languages = tuple(s.strip() for s in args.languages.split(",") if s.strip())
     cfg = DemoCorpusConfig(
@@ -42,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     summary = build_demo_corpus(args.out, cfg, workers=args.workers, force=args.force)
+    write_demo_transcripts(args.out)
     print(
         f"{args.out}: {summary['num_files']} files, {summary['total_seconds'] / 60:.2f} min, "
         f"{len(summary['speakers'])} speakers, {len(summary['phones'])} phones, "
