@@ -284,3 +284,17 @@ def test_cli_feature_store_matches_reference(tmp_path, capsys):
     for mode in ("within", "across"):
         assert scores[mode]["error_percent"] == pytest.approx(expected[mode], abs=0.05)
     assert "best: features" in capsys.readouterr().out
+
+
+def test_cmvn_mfcc_is_normalised_per_utterance(demo_corpus):
+    """The baseline the report compares against: MFCC with per-utterance mean and variance
+    normalisation (which of the two wins is measured by the demo, not assumed here)."""
+    from hubertlab.data.manifest import read_manifest
+    from hubertlab.evaluate.abx_sweep import mfcc_features
+
+    manifest = read_manifest(demo_corpus / "manifest.csv")
+    raw, cmvn = mfcc_features(manifest), mfcc_features(manifest, cmvn=True)
+    for fileid, frames in cmvn.items():
+        assert frames.shape == raw[fileid].shape
+        np.testing.assert_allclose(frames.mean(0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(frames.std(0), 1.0, atol=1e-3)

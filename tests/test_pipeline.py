@@ -182,6 +182,7 @@ def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
     assert _fingerprint(corpus / "killed") == expected
     report = (corpus / "killed" / "report.md").read_text()
     assert "PNMI" in report and "iteration 2" in report
+    assert "| MFCC + CMVN (baseline) |" in report and "| MFCC (raw) (baseline) |" in report
     assert json.loads((corpus / "killed" / "iteration1" / "abx" / "best_layer.json").read_text())
 
 

@@ -139,13 +139,25 @@ def _describe(results: Mapping[str, AbxResult]) -> str:
 
 
 def mfcc_features(
-    manifest: Manifest, fileids: set[str] | None = None, item_file: str | Path = "item file"
+    manifest: Manifest,
+    fileids: set[str] | None = None,
+    item_file: str | Path = "item file",
+    *,
+    cmvn: bool = False,
 ) -> dict[str, np.ndarray]:
-    """39-d MFCC (100 Hz) of the manifest's files (only `fileids`, which must all be there)."""
+    """39-d MFCC (100 Hz) of the manifest's files (only `fileids`, which must all be there).
+    `cmvn`: each coefficient normalised to zero mean and unit variance over its utterance (the
+    usual speech front end; raw MFCC is a clearly weaker baseline in ABX across speakers)."""
     from hubertlab.features.mfcc import mfcc_of_waveform
 
     rows = list(manifest) if fileids is None else manifest_rows_for(manifest, fileids, item_file)
-    return {row.fileid: mfcc_of_waveform(row.read_audio(manifest.root)) for row in rows}
+    out = {}
+    for row in rows:
+        frames = mfcc_of_waveform(row.read_audio(manifest.root))  # (frames, 39)
+        if cmvn and len(frames):
+            frames = (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
+        out[row.fileid] = frames.astype(np.float32)
+    return out
 
 
 def load_feature_dir(

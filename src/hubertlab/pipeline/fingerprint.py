@@ -74,7 +74,7 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
     files["eval_abx_item"] = file_fingerprint(corpus.eval_abx_item)
     abx = {"abx": to_dict(cfg.abx), "seed": cfg.seed, "eval_manifest": files["eval_manifest"]}
     abx["eval_abx_item"] = files["eval_abx_item"]
-    fps: dict[str, dict[str, Any]] = {"baseline/abx-mfcc": abx}
+    fps: dict[str, dict[str, Any]] = {"baseline/abx-mfcc": {**abx, "mfcc": ["cmvn", "raw"]}}
     iterations = list(cfg.iterations)
     final = next_targets(cfg)
     for k, it in enumerate(iterations + ([final] if final else []), start=1):

@@ -49,10 +49,10 @@ def _units_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
 
 def _abx_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
     lines = ["| features | within-speaker ABX (%) | across-speaker ABX (%) |", "|---|---|---|"]
-    baseline = _json(cfg.out_dir / "baseline" / "abx.json")
-    if baseline is not None:
-        best = baseline["best"]
-        lines.append(f"| MFCC (baseline) | {_fmt(best['within'])} | {_fmt(best['across'])} |")
+    for score in _baseline_scores(cfg):
+        within = score.get("within", {}).get("error_percent")
+        across = score.get("across", {}).get("error_percent")
+        lines.append(f"| {score['name']} (baseline) | {_fmt(within)} | {_fmt(across)} |")
     for k in range(1, num_iterations + 1):
         report = _json(cfg.iteration_dir(k) / "abx" / "abx.json")
         if report is None:
@@ -66,6 +66,12 @@ def _abx_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
                 f"| iteration {k}, {score['name']}{mark} | {_fmt(within)} | {_fmt(across)} |"
             )
     return lines
+
+
+def _baseline_scores(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """The baseline's ABX rows, the strong one (MFCC + CMVN) first."""
+    baseline = _json(cfg.out_dir / "baseline" / "abx.json")
+    return [] if baseline is None else baseline["scores"]
 
 
 def _two_panels():
@@ -122,7 +128,7 @@ def _plot_training(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
 
 def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
     fig, axes = _two_panels()
-    baseline = _json(cfg.out_dir / "baseline" / "abx.json")
+    baselines = _baseline_scores(cfg)
     drawn = False
     for ax, mode in zip(axes, ("within", "across"), strict=True):
         for k in range(1, num_iterations + 1):
@@ -134,8 +140,9 @@ def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
                 layers, errors = zip(*points, strict=True)
                 ax.plot(layers, errors, "o-", label=f"iteration {k}")
                 drawn = True
-        if baseline is not None and baseline["best"].get(mode) is not None:
-            ax.axhline(baseline["best"][mode], color="k", ls="--", label="MFCC")
+        for score, style in zip(baselines, ("--", ":"), strict=False):
+            if mode in score:
+                ax.axhline(score[mode]["error_percent"], color="k", ls=style, label=score["name"])
         ax.set(xlabel="layer", ylabel="ABX error (%)", title=f"{mode}-speaker ABX")
     return _save(fig, axes, png, drawn)
 

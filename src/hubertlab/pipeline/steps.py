@@ -23,6 +23,9 @@ from hubertlab.units.assign import UNITS_NAME, read_units
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "eval")
+# The baseline every model is compared with: MFCC with per-utterance mean and variance
+# normalisation (raw MFCC is scored too, as a second row).
+BASELINE_NAME = "MFCC + CMVN"
 # Keys of [train.data] the pipeline fills in itself.
 PIPELINE_DATA_KEYS = ("train_manifest", "train_units", "num_units", "valid_manifest", "valid_units")
 
@@ -286,13 +289,18 @@ def _baseline_step(cfg: PipelineConfig) -> Step:
 
         manifest = read_manifest(cfg.corpus.eval_manifest)
         config = _abx_config(cfg, frame_shift_s=0.01)
-        score = abx_of_features(
-            mfcc_features(manifest), cfg.corpus.eval_abx_item, name="MFCC", config=config
-        )
-        write_abx_report([score], out, config=config, source={"features": "mfcc"})
-        return {"within": score.within, "across": score.across}
+        scores = [
+            abx_of_features(
+                mfcc_features(manifest, cmvn=cmvn), cfg.corpus.eval_abx_item, config, name
+            )
+            for name, cmvn in ((BASELINE_NAME, True), ("MFCC (raw)", False))
+        ]
+        write_abx_report(scores, out, config=config, source={"features": "mfcc"})
+        return {s.name: {"within": s.within, "across": s.across} for s in scores}
 
-    return Step("baseline/abx-mfcc", out, run, "ABX of MFCC features (the baseline)")
+    return Step(
+        "baseline/abx-mfcc", out, run, "ABX of MFCC features: with CMVN (the baseline), and raw"
+    )
 
 
 def next_targets(cfg: PipelineConfig) -> IterationConfig | None:
