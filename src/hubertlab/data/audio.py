@@ -1,5 +1,8 @@
 """Reading audio: files or members of an uncompressed tar read by byte offset, mixed down to
-mono and resampled to 16 kHz. Sample counts at 16 kHz are defined once, here."""
+mono and resampled to 16 kHz. Sample counts at 16 kHz are defined once, here.
+
+A span [start, start + num_samples) (in samples at 16 kHz) is read by seeking, never by
+decoding the whole recording; `iter_blocks` streams a long recording in fixed-size blocks."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import io
 import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,34 +115,124 @@ def read_audio(
     *,
     byte_offset: int | None = None,
     byte_size: int | None = None,
+    start: int | None = None,
+    num_samples: int | None = None,
     standardize: bool = False,
 ) -> np.ndarray:
     """Mono float32 waveform at 16 kHz, shape (num_samples,).
 
-    Multi-channel audio is averaged; other rates are resampled with soxr. With `standardize`,
-    the waveform gets zero mean and unit variance (fairseq's `normalize=True` models)."""
+    Multi-channel audio is averaged; other rates are resampled with soxr. With `start` and
+    `num_samples` (samples at 16 kHz), only that span is decoded (by seeking); a span past the
+    end of the audio is an AudioError. With `standardize`, the waveform (or span) gets zero
+    mean and unit variance (fairseq's `normalize=True` models)."""
     name = _name(path, byte_offset)
+    if (start is None) != (num_samples is None):
+        raise AudioError(f"{name}: a span needs both start and num_samples")
     try:
-        wav, sample_rate = sf.read(
-            _source(path, byte_offset, byte_size), dtype="float32", always_2d=True
-        )
+        if start is None:
+            wav, sample_rate = sf.read(
+                _source(path, byte_offset, byte_size), dtype="float32", always_2d=True
+            )
+        else:
+            wav, sample_rate, expected = _read_span(
+                path, byte_offset, byte_size, start, num_samples
+            )
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"{name}: cannot decode audio: {e}") from e
     if wav.shape[0] == 0:
         raise AudioError(f"{name}: no audio samples")
     wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
-    if sample_rate != SAMPLE_RATE:
-        expected = resampled_length(wav.shape[0], sample_rate)
+    if start is not None:
+        if sample_rate != SAMPLE_RATE:
+            wav = soxr.resample(wav, sample_rate, SAMPLE_RATE).astype(np.float32, copy=False)
+        lead, _ = expected
+        wav = wav[lead : lead + num_samples]
+        if wav.shape[0] < num_samples:  # soxr's last sample, at most
+            wav = np.pad(wav, (0, num_samples - wav.shape[0]))
+    elif sample_rate != SAMPLE_RATE:
+        expected_len = resampled_length(wav.shape[0], sample_rate)
         wav = soxr.resample(wav, sample_rate, SAMPLE_RATE).astype(np.float32, copy=False)
         # soxr may round one sample differently from the header-based count: keep them equal.
-        if wav.shape[0] < expected:
-            wav = np.pad(wav, (0, expected - wav.shape[0]))
-        wav = wav[:expected]
+        if wav.shape[0] < expected_len:
+            wav = np.pad(wav, (0, expected_len - wav.shape[0]))
+        wav = wav[:expected_len]
     if not np.isfinite(wav).all():
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     if standardize:
         wav = standardize_waveform(wav)
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def _read_span(path, byte_offset, byte_size, start: int, num_samples: int):
+    """Decode the native frames covering a 16 kHz span. Returns (frames, sample_rate,
+    (lead, total)): the span starts `lead` samples into the resampled frames."""
+    name = _name(path, byte_offset)
+    if start < 0 or num_samples <= 0:
+        raise AudioError(f"{name}: bad span start={start} num_samples={num_samples}")
+    with sf.SoundFile(_source(path, byte_offset, byte_size)) as f:
+        rate, frames = f.samplerate, f.frames
+        total = resampled_length(frames, rate)
+        if start + num_samples > total:
+            raise AudioError(
+                f"{name}: span [{start}, {start + num_samples}) goes past the end of the "
+                f"audio ({total} samples at 16 kHz)"
+            )
+        if rate == SAMPLE_RATE:
+            f.seek(start)
+            return f.read(num_samples, dtype="float32", always_2d=True), rate, (0, num_samples)
+        # Start on a native frame that maps to a whole 16 kHz sample, 10 ms early, so the
+        # resampler's edge transient stays outside the span.
+        g = math.gcd(rate, SAMPLE_RATE)
+        in_step, out_step = rate // g, SAMPLE_RATE // g
+        margin_steps = -(-(SAMPLE_RATE // 100) // out_step)
+        k = max(0, start // out_step - margin_steps)
+        first = k * in_step
+        last = min(frames, math.ceil((start + num_samples) * rate / SAMPLE_RATE) + rate // 100)
+        f.seek(first)
+        wav = f.read(last - first, dtype="float32", always_2d=True)
+    return wav, rate, (start - k * out_step, total)
+
+
+def iter_blocks(
+    path: str | os.PathLike,
+    block_samples: int,
+    *,
+    byte_offset: int | None = None,
+    byte_size: int | None = None,
+) -> Iterator[np.ndarray]:
+    """A recording as consecutive mono float32 blocks at 16 kHz of `block_samples` samples
+    (the last one shorter), decoded and resampled block by block: memory stays bounded for
+    recordings of any length. The blocks concatenate to read_audio's waveform (up to soxr's
+    streaming rounding of the last sample for other rates)."""
+    if block_samples <= 0:
+        raise AudioError(f"{path}: block_samples must be > 0, got {block_samples}")
+    name = _name(path, byte_offset)
+    try:
+        with sf.SoundFile(_source(path, byte_offset, byte_size)) as f:
+            rate = f.samplerate
+            resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(
+                rate, SAMPLE_RATE, 1, dtype="float32"
+            )  # fmt: skip
+            native_block = max(1, block_samples * rate // SAMPLE_RATE)
+            pending = np.zeros(0, np.float32)
+            while True:
+                chunk = f.read(native_block, dtype="float32", always_2d=True)
+                last = chunk.shape[0] < native_block
+                mono = chunk.mean(axis=1) if chunk.shape[1] > 1 else chunk[:, 0]
+                if resampler is not None:
+                    mono = resampler.resample_chunk(mono, last=last)
+                if not np.isfinite(mono).all():
+                    raise AudioError(f"{name}: audio contains NaN or infinite samples")
+                pending = np.concatenate([pending, mono]) if pending.size else mono
+                while pending.shape[0] >= block_samples:
+                    yield np.ascontiguousarray(pending[:block_samples])
+                    pending = pending[block_samples:]
+                if last:
+                    break
+            if pending.shape[0]:
+                yield np.ascontiguousarray(pending)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"{name}: cannot decode audio: {e}") from e
 
 
 def standardize_waveform(wav: np.ndarray) -> np.ndarray:
