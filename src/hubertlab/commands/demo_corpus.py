@@ -25,12 +25,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="replace a corpus built with other settings"
     )
+    parser.add_argument(
+        "--long-form", action="store_true",
+        help="long recordings (speech islands, silences, noise) with true speech segments",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hours", type=float, default=0.1, help="--long-form: total audio (default 0.1)"
+    )
+    parser.add_argument(
+        "--recording-minutes", type=float, default=10.0,
+        help="--long-form: length of each recording (default 10)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 
     languages = tuple(s.strip() for s in args.languages.split(",") if s.strip())
+    if args.long_form:
+        return _run_long_form(args, languages)
     cfg = DemoCorpusConfig(
         minutes=args.minutes,
         speakers=args.speakers,
@@ -46,5 +59,20 @@ def run(args: argparse.Namespace) -> int:
         f"{args.out}: {summary['num_files']} files, {summary['total_seconds'] / 60:.2f} min, "
         f"{len(summary['speakers'])} speakers, {len(summary['phones'])} phones, "
         f"{summary['num_abx_items']} ABX items"
+    )
+    return 0
+
+
+def _run_long_form(args: argparse.Namespace, languages: tuple[str, ...]) -> int:
+    from hubertlab.demo.longform import LongFormConfig, build_longform_corpus
+
+    cfg = LongFormConfig(
+        hours=args.hours, recording_minutes=args.recording_minutes, speakers=args.speakers,
+        languages=languages, seed=args.seed,
+    )  # fmt: skip
+    summary = build_longform_corpus(args.out, cfg)
+    print(
+        f"{args.out}: {summary['num_files']} recordings, {summary['total_seconds'] / 3600:.2f} h, "
+        f"{summary['speech_seconds'] / 3600:.2f} h speech (truth in speech.jsonl, speech.rttm)"
     )
     return 0

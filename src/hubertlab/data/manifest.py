@@ -14,7 +14,7 @@ import csv
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +193,20 @@ def _read_tsv(path: Path) -> tuple[list[ManifestRow], Path]:
         row = ManifestRow(fileid=fileid_for(parts[0]), path=parts[0], num_samples=num_samples)
         rows.append(row)
     return rows, root
+
+
+def relocate(rows: Iterable[ManifestRow], root: str | Path, manifest_path: str | Path):
+    """Rows whose paths resolve against `root`, rewritten to resolve against the folder of
+    `manifest_path` (where a derived manifest is written). Absolute paths stay as they are."""
+    rel = os.path.relpath(Path(root).resolve(), Path(manifest_path).resolve().parent)
+    out = []
+    for row in rows:
+        name = row.archive if row.archive is not None else row.path
+        if rel != "." and not os.path.isabs(name):
+            name = f"{rel}/{name}".replace(os.sep, "/")
+            row = replace(row, archive=name) if row.archive is not None else replace(row, path=name)
+        out.append(row)
+    return out
 
 
 def manifest_format(path: str | Path) -> str:
