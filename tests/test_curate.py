@@ -21,8 +21,8 @@ def test_scarcity_weights_at_the_boundaries():
 
 
 def _file(fileid, archive, seconds, segments, languages=None):
-    row = ManifestRow(fileid, f"{fileid}.wav", seconds * SR, archive=archive,
-                      byte_offset=0 if archive else None, byte_size=1 if archive else None)  # fmt: skip
+    offset = 0 if archive else None
+    row = ManifestRow(fileid, f"{fileid}.wav", seconds * SR, archive, offset, offset)
     speech = FileSpeech(fileid, float(seconds), tuple(segments), archive)
     lid = FileSpeech(fileid, float(seconds), tuple(segments), archive,
                      languages=tuple(languages or ()))  # fmt: skip
