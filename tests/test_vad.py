@@ -130,3 +130,23 @@ def test_unfinished_vad_folder_is_named(longform, tmp_path):  # noqa: F811
     vad.run_vad(longform / "manifest.csv", tmp_path / "v", backend="energy", num_shards=2)
     with pytest.raises(ValueError, match="shard 1 of 2 is not finished"):
         read_speech(tmp_path / "v")
+
+
+def test_vad_of_tar_members_and_spans_matches_the_files(longform, tmp_path):  # noqa: F811
+    import tarfile
+
+    from hubertlab.data.manifest import ManifestRow, write_manifest
+    from hubertlab.data.scan import scan_tar
+
+    with tarfile.open(tmp_path / "rec.tar", "w") as tar:
+        tar.add(longform / "longform/rec_0000.flac", arcname="longform/rec_0000.flac")
+    members = scan_tar(tmp_path / "rec.tar").rows
+    span = ManifestRow("span", str(longform / "longform/rec_0000.flac"), 30 * 16000, start=0)
+    write_manifest([*members, span], tmp_path / "m.csv")
+    vad.run_vad(tmp_path / "m.csv", tmp_path / "vad", backend="energy", block_samples=50_000)
+    vad.run_vad(longform / "manifest.csv", tmp_path / "ref", backend="energy")
+    got = {s.fileid: s for s in read_speech(tmp_path / "vad")}
+    ref = {s.fileid: s for s in read_speech(tmp_path / "ref")}
+    assert got["longform/rec_0000"].segments == ref["longform/rec_0000"].segments
+    assert got["longform/rec_0000"].archive == "rec.tar"
+    assert got["span"].duration_s == 30.0 and len(got["span"].segments) > 2

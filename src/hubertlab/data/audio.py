@@ -6,6 +6,7 @@ decoding the whole recording; `iter_blocks` streams a long recording in fixed-si
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -46,20 +47,53 @@ def resampled_length(num_frames: int, sample_rate: int) -> int:
     return math.ceil(num_frames * SAMPLE_RATE / sample_rate)
 
 
+class _MemberWindow(io.RawIOBase):
+    """A seekable read-only window onto bytes [offset, offset + size) of an open file, so a
+    tar member is decoded in place, block by block, without reading it whole."""
+
+    def __init__(self, f, offset: int, size: int) -> None:
+        self._f, self._offset, self._size, self._pos = f, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = min(max(0, base + pos), self._size)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._offset + self._pos)
+        data = self._f.read(n)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+@contextlib.contextmanager
 def _source(path: str | os.PathLike, byte_offset: int | None, byte_size: int | None):
-    """A file name, or the bytes of one archive member (read without extracting the tar)."""
+    """A file name, or a window onto one archive member (read without extracting the tar)."""
     if byte_offset is None:
-        return str(path)
+        yield str(path)
+        return
     if byte_size is None:
         raise AudioError(f"{path}: byte_offset given without byte_size")
     with open(path, "rb") as f:
-        f.seek(byte_offset)
-        data = f.read(byte_size)
-    if len(data) != byte_size:
-        raise AudioError(
-            f"{path}@{byte_offset}: archive ends after {len(data)} of {byte_size} bytes"
-        )
-    return io.BytesIO(data)
+        available = os.fstat(f.fileno()).st_size - byte_offset
+        if available < byte_size:
+            raise AudioError(
+                f"{path}@{byte_offset}: archive ends after {max(available, 0)} of {byte_size} bytes"
+            )
+        yield io.BufferedReader(_MemberWindow(f, byte_offset, byte_size), 1 << 16)
 
 
 def _name(path, byte_offset) -> str:
@@ -102,7 +136,8 @@ def audio_info(
         if info is not None and info.num_frames > 0:
             return info
     try:
-        info = sf.info(_source(path, byte_offset, byte_size))
+        with _source(path, byte_offset, byte_size) as source:
+            info = sf.info(source)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"{_name(path, byte_offset)}: cannot read audio header: {e}") from e
     if info.frames <= 0:
@@ -130,9 +165,8 @@ def read_audio(
         raise AudioError(f"{name}: a span needs both start and num_samples")
     try:
         if start is None:
-            wav, sample_rate = sf.read(
-                _source(path, byte_offset, byte_size), dtype="float32", always_2d=True
-            )
+            with _source(path, byte_offset, byte_size) as source:
+                wav, sample_rate = sf.read(source, dtype="float32", always_2d=True)
         else:
             wav, sample_rate, expected = _read_span(
                 path, byte_offset, byte_size, start, num_samples
@@ -169,7 +203,7 @@ def _read_span(path, byte_offset, byte_size, start: int, num_samples: int):
     name = _name(path, byte_offset)
     if start < 0 or num_samples <= 0:
         raise AudioError(f"{name}: bad span start={start} num_samples={num_samples}")
-    with sf.SoundFile(_source(path, byte_offset, byte_size)) as f:
+    with _source(path, byte_offset, byte_size) as source, sf.SoundFile(source) as f:
         rate, frames = f.samplerate, f.frames
         total = resampled_length(frames, rate)
         if start + num_samples > total:
@@ -208,7 +242,7 @@ def iter_blocks(
         raise AudioError(f"{path}: block_samples must be > 0, got {block_samples}")
     name = _name(path, byte_offset)
     try:
-        with sf.SoundFile(_source(path, byte_offset, byte_size)) as f:
+        with _source(path, byte_offset, byte_size) as source, sf.SoundFile(source) as f:
             rate = f.samplerate
             resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(
                 rate, SAMPLE_RATE, 1, dtype="float32"
