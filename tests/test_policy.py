@@ -93,3 +93,10 @@ def test_segment_rows_are_spans_named_by_samples():
     ]
     span = ManifestRow("b", "b.wav", 16000 * 4, start=16000 * 100)
     assert segment_rows(span, [(1.0, 3.0)])[0].start == 16000 * 101
+
+
+def test_speech_seconds_count_overlaps_once():
+    from hubertlab.curate.speech import FileSpeech
+
+    speech = FileSpeech("a", 10.0, ((0.0, 2.0), (1.0, 3.0), (1.5, 2.5), (5.0, 6.0)))
+    assert speech.speech_s == pytest.approx(4.0)

@@ -157,6 +157,9 @@ def curate(
             continue
         languages = {lang for s, r in members for lang in _languages(s, r, lid)}
         languages = (languages - set(cfg.drop_languages)) or {UNDETERMINED}
+        for lang in sorted(languages - set(corpus_hours) - {UNDETERMINED}):
+            log.warning("language %r has no hours in the table: weighted as < 10 h", lang)
+            corpus_hours[lang] = 0.0
         weights = sum(scarcity_weight(corpus_hours.get(lang, 0.0)) for lang in languages)
         scored.append((-density * weights, key))
     scored.sort()

@@ -29,7 +29,13 @@ class FileSpeech:
 
     @property
     def speech_s(self) -> float:
-        return sum(end - start for start, end in self.segments)
+        """Seconds covered by at least one segment (overlaps counted once)."""
+        total, reach = 0.0, 0.0
+        for start, end in self.segments:  # sorted by start
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        return total
 
     def to_json(self) -> dict:
         d = {
