@@ -81,36 +81,38 @@ def silero_probs(blocks: Iterable[np.ndarray], model) -> tuple[np.ndarray, int]:
     samples, carrying the model state across blocks of any size."""
     import torch
 
-    model.reset_states()
-    probs: list[float] = []
-    carry = np.zeros(0, np.float32)
-    total = 0
     threads = torch.get_num_threads()
     # One 512-sample step is far too small for intra-op threads to pay: run it on one, and
     # give the caller its thread count back.
     torch.set_num_threads(1)
     try:
-        return _silero_loop(blocks, model, probs, carry, total)
+        with torch.inference_mode():
+            return _silero_loop(blocks, model)
     finally:
         torch.set_num_threads(threads)
 
 
-def _silero_loop(blocks, model, probs: list[float], carry: np.ndarray, total: int):
+def _silero_loop(blocks: Iterable[np.ndarray], model) -> tuple[np.ndarray, int]:
     import torch
 
-    with torch.inference_mode():
-        for block in blocks:
-            total += len(block)
-            x = np.concatenate([carry, block]) if carry.size else block
-            full = len(x) // SILERO_WINDOW * SILERO_WINDOW
-            windows = torch.from_numpy(np.ascontiguousarray(x[:full], dtype=np.float32))
-            for window in windows.view(-1, SILERO_WINDOW):
-                probs.append(model(window, SAMPLE_RATE).item())
-            carry = x[full:]
-        if carry.size:
-            last = np.pad(carry, (0, SILERO_WINDOW - carry.size)).astype(np.float32)
-            probs.append(model(torch.from_numpy(last), SAMPLE_RATE).item())
-    return np.asarray(probs, np.float32), total
+    model.reset_states()
+    probs: list[np.ndarray] = []  # one float32 array per block: 0.5 MB per hour of audio
+    carry = np.zeros(0, np.float32)
+    total = 0
+    for block in blocks:
+        total += len(block)
+        x = np.concatenate([carry, block]) if carry.size else block
+        full = len(x) // SILERO_WINDOW * SILERO_WINDOW
+        windows = torch.from_numpy(np.ascontiguousarray(x[:full], dtype=np.float32))
+        block_probs = np.empty(full // SILERO_WINDOW, np.float32)
+        for i, window in enumerate(windows.view(-1, SILERO_WINDOW)):
+            block_probs[i] = model(window, SAMPLE_RATE).item()
+        probs.append(block_probs)
+        carry = x[full:]
+    if carry.size:
+        last = np.pad(carry, (0, SILERO_WINDOW - carry.size)).astype(np.float32)
+        probs.append(np.array([model(torch.from_numpy(last), SAMPLE_RATE).item()], np.float32))
+    return (np.concatenate(probs) if probs else np.zeros(0, np.float32)), total
 
 
 def silero_segments(probs: np.ndarray, num_samples: int, cfg: SileroVadConfig) -> Segments:
