@@ -94,7 +94,7 @@ def test_span_of_a_tar_member(tmp_path, recording):
     np.testing.assert_array_equal(manifest.read_audio(0), wav[1600:4800])
 
 
-@pytest.mark.parametrize("rate", [16000, 44100])
+@pytest.mark.parametrize("rate", [16000, 44100, 22050, 8000, 48000])
 def test_blocks_concatenate_to_the_whole_recording(tmp_path, rate):
     native = _noise(rate * 2 + 123, seed=1)
     sf.write(tmp_path / "r.wav", native, rate, subtype="FLOAT")
@@ -102,9 +102,13 @@ def test_blocks_concatenate_to_the_whole_recording(tmp_path, rate):
     blocks = list(iter_blocks(tmp_path / "r.wav", 5000))
     assert all(len(b) == 5000 for b in blocks[:-1]) and 0 < len(blocks[-1]) <= 5000
     joined = np.concatenate(blocks)
-    assert abs(len(joined) - len(whole)) <= 1
-    n = min(len(joined), len(whole))
-    np.testing.assert_allclose(joined[: n - 50], whole[: n - 50], atol=1e-3)
+    assert len(joined) == len(whole)
+    np.testing.assert_allclose(joined[:-50], whole[:-50], atol=1e-3)
+    span = np.concatenate(list(iter_blocks(tmp_path / "r.wav", 3000, start=7777, num_samples=9000)))
+    assert len(span) == 9000
+    np.testing.assert_allclose(span, whole[7777:16777], atol=1e-3 if rate != 16000 else 0)
+    with pytest.raises(AudioError, match="goes past the end"):
+        list(iter_blocks(tmp_path / "r.wav", 3000, start=len(whole) - 10, num_samples=20))
 
 
 def test_features_of_span_rows(recording, tmp_path):

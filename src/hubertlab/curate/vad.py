@@ -227,13 +227,12 @@ def make_detector(backend: str, config=None) -> tuple[Detector, dict]:
 
 
 def row_blocks(row: ManifestRow, root: Path, block_samples: int = BLOCK_SAMPLES):
-    """The row's audio in blocks; a span row is read as one span (spans are short)."""
-    if row.start is not None:
-        wav = row.read_audio(root)
-        return (wav[i : i + block_samples] for i in range(0, len(wav), block_samples))
+    """The row's audio (or span) in blocks, decoded block by block."""
     return iter_blocks(
-        row.audio_path(root), block_samples, byte_offset=row.byte_offset, byte_size=row.byte_size
-    )
+        row.audio_path(root), block_samples, byte_offset=row.byte_offset,
+        byte_size=row.byte_size, start=row.start or 0,
+        num_samples=None if row.start is None else row.num_samples,
+    )  # fmt: skip
 
 
 def run_vad(

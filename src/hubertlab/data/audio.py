@@ -214,17 +214,22 @@ def _read_span(path, byte_offset, byte_size, start: int, num_samples: int):
         if rate == SAMPLE_RATE:
             f.seek(start)
             return f.read(num_samples, dtype="float32", always_2d=True), rate, (0, num_samples)
-        # Start on a native frame that maps to a whole 16 kHz sample, 10 ms early, so the
-        # resampler's edge transient stays outside the span.
-        g = math.gcd(rate, SAMPLE_RATE)
-        in_step, out_step = rate // g, SAMPLE_RATE // g
-        margin_steps = -(-(SAMPLE_RATE // 100) // out_step)
-        k = max(0, start // out_step - margin_steps)
-        first = k * in_step
+        first, lead = _span_start(start, rate)
         last = min(frames, math.ceil((start + num_samples) * rate / SAMPLE_RATE) + rate // 100)
         f.seek(first)
         wav = f.read(last - first, dtype="float32", always_2d=True)
-    return wav, rate, (start - k * out_step, total)
+    return wav, rate, (lead, total)
+
+
+def _span_start(start: int, rate: int) -> tuple[int, int]:
+    """(first native frame, 16 kHz samples to drop) to decode a span from `start`: a frame that
+    maps to a whole 16 kHz sample, 10 ms early so the resampler's edge stays outside."""
+    if rate == SAMPLE_RATE:
+        return start, 0
+    g = math.gcd(rate, SAMPLE_RATE)
+    in_step, out_step = rate // g, SAMPLE_RATE // g
+    k = max(0, start // out_step - -(-(SAMPLE_RATE // 100) // out_step))
+    return k * in_step, start - k * out_step
 
 
 def iter_blocks(
@@ -233,40 +238,63 @@ def iter_blocks(
     *,
     byte_offset: int | None = None,
     byte_size: int | None = None,
+    start: int = 0,
+    num_samples: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """A recording as consecutive mono float32 blocks at 16 kHz of `block_samples` samples
-    (the last one shorter), decoded and resampled block by block: memory stays bounded for
-    recordings of any length. The blocks concatenate to read_audio's waveform (up to soxr's
-    streaming rounding of the last sample for other rates)."""
+    """A recording (or its span [start, start + num_samples), samples at 16 kHz) as
+    consecutive mono float32 blocks at 16 kHz of `block_samples` samples (the last one
+    shorter), decoded and resampled block by block: memory stays bounded for recordings of any
+    length. The blocks hold exactly the header's sample count (as read_audio)."""
     if block_samples <= 0:
         raise AudioError(f"{path}: block_samples must be > 0, got {block_samples}")
     name = _name(path, byte_offset)
     try:
         with _source(path, byte_offset, byte_size) as source, sf.SoundFile(source) as f:
             rate = f.samplerate
-            resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(
-                rate, SAMPLE_RATE, 1, dtype="float32"
-            )  # fmt: skip
-            native_block = max(1, block_samples * rate // SAMPLE_RATE)
-            pending = np.zeros(0, np.float32)
-            while True:
-                chunk = f.read(native_block, dtype="float32", always_2d=True)
-                last = chunk.shape[0] < native_block
-                mono = chunk.mean(axis=1) if chunk.shape[1] > 1 else chunk[:, 0]
-                if resampler is not None:
-                    mono = resampler.resample_chunk(mono, last=last)
-                if not np.isfinite(mono).all():
-                    raise AudioError(f"{name}: audio contains NaN or infinite samples")
-                pending = np.concatenate([pending, mono]) if pending.size else mono
-                while pending.shape[0] >= block_samples:
-                    yield np.ascontiguousarray(pending[:block_samples])
-                    pending = pending[block_samples:]
-                if last:
-                    break
-            if pending.shape[0]:
-                yield np.ascontiguousarray(pending)
+            total = resampled_length(f.frames, rate)
+            end = total if num_samples is None else start + num_samples
+            if start < 0 or end > total or end <= start:
+                raise AudioError(
+                    f"{name}: span [{start}, {end}) is empty or goes past the end of the audio "
+                    f"({total} samples at 16 kHz)"
+                )
+            first, skip = _span_start(start, rate)
+            f.seek(first)
+            yield from _blocks(f, rate, block_samples, skip, end - start, name)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"{name}: cannot decode audio: {e}") from e
+
+
+def _blocks(f, rate: int, block_samples: int, skip: int, wanted: int, name: str):
+    """Decode from the current position: drop `skip` samples, yield `wanted` in blocks (the
+    resampler's rounding of the last sample is padded with zeros, as read_audio does)."""
+    resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(
+        rate, SAMPLE_RATE, 1, dtype="float32"
+    )  # fmt: skip
+    native_block = max(1, block_samples * rate // SAMPLE_RATE)
+    pending = np.zeros(0, np.float32)
+    while wanted > 0:
+        chunk = f.read(native_block, dtype="float32", always_2d=True)
+        last = chunk.shape[0] < native_block
+        mono = chunk.mean(axis=1) if chunk.shape[1] > 1 else chunk[:, 0]
+        if resampler is not None:
+            mono = resampler.resample_chunk(mono, last=last)
+        if skip:
+            mono, skip = mono[skip:], max(0, skip - len(mono))
+        mono = mono[:wanted]
+        if last and len(mono) < wanted and wanted - len(mono) <= 2:
+            mono = np.pad(mono, (0, wanted - len(mono)))
+        if not np.isfinite(mono).all():
+            raise AudioError(f"{name}: audio contains NaN or infinite samples")
+        wanted -= len(mono)
+        pending = np.concatenate([pending, mono]) if pending.size else mono
+        while pending.shape[0] >= block_samples:
+            yield np.ascontiguousarray(pending[:block_samples])
+            pending = pending[block_samples:]
+        if last:
+            break
+    if pending.shape[0]:
+        yield np.ascontiguousarray(pending)
 
 
 def standardize_waveform(wav: np.ndarray) -> np.ndarray:
