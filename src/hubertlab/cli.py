@@ -15,6 +15,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-corpus": ("demo_corpus", "synthesize the multi-speaker demo corpus with eSpeak NG"),
     "manifest": ("manifest", "scan a folder or tar of audio into a manifest"),
+    "vad": ("vad", "speech segments of long recordings (silero-vad or energy), sharded"),
+    "segments": ("segments", "VAD segments -> training spans (merge, pad, split; BabyHuBERT)"),
+    "curate": ("curate", "pick speech-dense, language-balanced chunks up to an hour budget"),
+    "shard": ("shard", "pack audio (+ units) into WebDataset tar shards with an index"),
     "features": ("features", "compute MFCC or layer features into a sharded store"),
     "kmeans": ("kmeans", "fit k-means on a feature store"),
     "transcribe": ("transcribe", "turn features into units for every utterance"),

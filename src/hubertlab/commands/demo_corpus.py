@@ -35,11 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="build the voice type classification corpus instead (--minutes over all splits)",
     )
     parser.add_argument(
-        "--recording-minutes",
-        type=float,
-        default=3.0,
-        help="with --vtc: length of one recording (default 3)",
+        "--long-form", action="store_true",
+        help="long recordings (speech islands, silences, noise) with true speech segments",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hours", type=float, default=0.1, help="--long-form: total audio (default 0.1)"
     )
+    parser.add_argument(
+        "--recording-minutes", type=float,
+        help="--vtc (default 3) or --long-form (default 10): length of each recording",
+    )  # fmt: skip
 
 
 def _run_vtc(args: argparse.Namespace) -> int:
@@ -47,7 +52,7 @@ def _run_vtc(args: argparse.Namespace) -> int:
 
     cfg = VtcCorpusConfig(
         minutes=args.minutes,
-        recording_minutes=args.recording_minutes,
+        recording_minutes=args.recording_minutes or 3.0,
         seed=args.seed,
         augment=not args.clean,
     )
@@ -71,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_vtc(args)
 
     languages = tuple(s.strip() for s in args.languages.split(",") if s.strip())
+    if args.long_form:
+        return _run_long_form(args, languages)
     cfg = DemoCorpusConfig(
         minutes=args.minutes,
         speakers=args.speakers,
@@ -87,5 +94,20 @@ def run(args: argparse.Namespace) -> int:
         f"{args.out}: {summary['num_files']} files, {summary['total_seconds'] / 60:.2f} min, "
         f"{len(summary['speakers'])} speakers, {len(summary['phones'])} phones, "
         f"{summary['num_abx_items']} ABX items"
+    )
+    return 0
+
+
+def _run_long_form(args: argparse.Namespace, languages: tuple[str, ...]) -> int:
+    from hubertlab.demo.longform import LongFormConfig, build_longform_corpus
+
+    cfg = LongFormConfig(
+        hours=args.hours, recording_minutes=args.recording_minutes or 10.0, speakers=args.speakers,
+        languages=languages, seed=args.seed,
+    )  # fmt: skip
+    summary = build_longform_corpus(args.out, cfg)
+    print(
+        f"{args.out}: {summary['num_files']} recordings, {summary['total_seconds'] / 3600:.2f} h, "
+        f"{summary['speech_seconds'] / 3600:.2f} h speech (truth in speech.jsonl, speech.rttm)"
     )
     return 0

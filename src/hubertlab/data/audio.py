@@ -1,12 +1,17 @@
 """Reading audio: files or members of an uncompressed tar read by byte offset, mixed down to
-mono and resampled to 16 kHz. Sample counts at 16 kHz are defined once, here."""
+mono and resampled to 16 kHz. Sample counts at 16 kHz are defined once, here.
+
+A span [start, start + num_samples) (in samples at 16 kHz) is read by seeking, never by
+decoding the whole recording; `iter_blocks` streams a long recording in fixed-size blocks."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,20 +47,53 @@ def resampled_length(num_frames: int, sample_rate: int) -> int:
     return math.ceil(num_frames * SAMPLE_RATE / sample_rate)
 
 
+class _MemberWindow(io.RawIOBase):
+    """A seekable read-only window onto bytes [offset, offset + size) of an open file, so a
+    tar member is decoded in place, block by block, without reading it whole."""
+
+    def __init__(self, f, offset: int, size: int) -> None:
+        self._f, self._offset, self._size, self._pos = f, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = min(max(0, base + pos), self._size)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._offset + self._pos)
+        data = self._f.read(n)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+@contextlib.contextmanager
 def _source(path: str | os.PathLike, byte_offset: int | None, byte_size: int | None):
-    """A file name, or the bytes of one archive member (read without extracting the tar)."""
+    """A file name, or a window onto one archive member (read without extracting the tar)."""
     if byte_offset is None:
-        return str(path)
+        yield str(path)
+        return
     if byte_size is None:
         raise AudioError(f"{path}: byte_offset given without byte_size")
     with open(path, "rb") as f:
-        f.seek(byte_offset)
-        data = f.read(byte_size)
-    if len(data) != byte_size:
-        raise AudioError(
-            f"{path}@{byte_offset}: archive ends after {len(data)} of {byte_size} bytes"
-        )
-    return io.BytesIO(data)
+        available = os.fstat(f.fileno()).st_size - byte_offset
+        if available < byte_size:
+            raise AudioError(
+                f"{path}@{byte_offset}: archive ends after {max(available, 0)} of {byte_size} bytes"
+            )
+        yield io.BufferedReader(_MemberWindow(f, byte_offset, byte_size), 1 << 16)
 
 
 def _name(path, byte_offset) -> str:
@@ -98,7 +136,8 @@ def audio_info(
         if info is not None and info.num_frames > 0:
             return info
     try:
-        info = sf.info(_source(path, byte_offset, byte_size))
+        with _source(path, byte_offset, byte_size) as source:
+            info = sf.info(source)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"{_name(path, byte_offset)}: cannot read audio header: {e}") from e
     if info.frames <= 0:
@@ -111,34 +150,151 @@ def read_audio(
     *,
     byte_offset: int | None = None,
     byte_size: int | None = None,
+    start: int | None = None,
+    num_samples: int | None = None,
     standardize: bool = False,
 ) -> np.ndarray:
     """Mono float32 waveform at 16 kHz, shape (num_samples,).
 
-    Multi-channel audio is averaged; other rates are resampled with soxr. With `standardize`,
-    the waveform gets zero mean and unit variance (fairseq's `normalize=True` models)."""
+    Multi-channel audio is averaged; other rates are resampled with soxr. With `start` and
+    `num_samples` (samples at 16 kHz), only that span is decoded (by seeking); a span past the
+    end of the audio is an AudioError. With `standardize`, the waveform (or span) gets zero
+    mean and unit variance (fairseq's `normalize=True` models)."""
     name = _name(path, byte_offset)
+    if (start is None) != (num_samples is None):
+        raise AudioError(f"{name}: a span needs both start and num_samples")
     try:
-        wav, sample_rate = sf.read(
-            _source(path, byte_offset, byte_size), dtype="float32", always_2d=True
-        )
+        if start is None:
+            with _source(path, byte_offset, byte_size) as source:
+                wav, sample_rate = sf.read(source, dtype="float32", always_2d=True)
+        else:
+            wav, sample_rate, expected = _read_span(
+                path, byte_offset, byte_size, start, num_samples
+            )
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"{name}: cannot decode audio: {e}") from e
     if wav.shape[0] == 0:
         raise AudioError(f"{name}: no audio samples")
     wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
-    if sample_rate != SAMPLE_RATE:
-        expected = resampled_length(wav.shape[0], sample_rate)
+    if start is not None:
+        if sample_rate != SAMPLE_RATE:
+            wav = soxr.resample(wav, sample_rate, SAMPLE_RATE).astype(np.float32, copy=False)
+        lead, _ = expected
+        wav = wav[lead : lead + num_samples]
+        if wav.shape[0] < num_samples:  # soxr's last sample, at most
+            wav = np.pad(wav, (0, num_samples - wav.shape[0]))
+    elif sample_rate != SAMPLE_RATE:
+        expected_len = resampled_length(wav.shape[0], sample_rate)
         wav = soxr.resample(wav, sample_rate, SAMPLE_RATE).astype(np.float32, copy=False)
         # soxr may round one sample differently from the header-based count: keep them equal.
-        if wav.shape[0] < expected:
-            wav = np.pad(wav, (0, expected - wav.shape[0]))
-        wav = wav[:expected]
+        if wav.shape[0] < expected_len:
+            wav = np.pad(wav, (0, expected_len - wav.shape[0]))
+        wav = wav[:expected_len]
     if not np.isfinite(wav).all():
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     if standardize:
         wav = standardize_waveform(wav)
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def _read_span(path, byte_offset, byte_size, start: int, num_samples: int):
+    """Decode the native frames covering a 16 kHz span. Returns (frames, sample_rate,
+    (lead, total)): the span starts `lead` samples into the resampled frames."""
+    name = _name(path, byte_offset)
+    if start < 0 or num_samples <= 0:
+        raise AudioError(f"{name}: bad span start={start} num_samples={num_samples}")
+    with _source(path, byte_offset, byte_size) as source, sf.SoundFile(source) as f:
+        rate, frames = f.samplerate, f.frames
+        total = resampled_length(frames, rate)
+        if start + num_samples > total:
+            raise AudioError(
+                f"{name}: span [{start}, {start + num_samples}) goes past the end of the "
+                f"audio ({total} samples at 16 kHz)"
+            )
+        if rate == SAMPLE_RATE:
+            f.seek(start)
+            return f.read(num_samples, dtype="float32", always_2d=True), rate, (0, num_samples)
+        first, lead = _span_start(start, rate)
+        last = min(frames, math.ceil((start + num_samples) * rate / SAMPLE_RATE) + rate // 100)
+        f.seek(first)
+        wav = f.read(last - first, dtype="float32", always_2d=True)
+    return wav, rate, (lead, total)
+
+
+def _span_start(start: int, rate: int) -> tuple[int, int]:
+    """(first native frame, 16 kHz samples to drop) to decode a span from `start`: a frame that
+    maps to a whole 16 kHz sample, 10 ms early so the resampler's edge stays outside."""
+    if rate == SAMPLE_RATE:
+        return start, 0
+    g = math.gcd(rate, SAMPLE_RATE)
+    in_step, out_step = rate // g, SAMPLE_RATE // g
+    k = max(0, start // out_step - -(-(SAMPLE_RATE // 100) // out_step))
+    return k * in_step, start - k * out_step
+
+
+def iter_blocks(
+    path: str | os.PathLike,
+    block_samples: int,
+    *,
+    byte_offset: int | None = None,
+    byte_size: int | None = None,
+    start: int = 0,
+    num_samples: int | None = None,
+) -> Iterator[np.ndarray]:
+    """A recording (or its span [start, start + num_samples), samples at 16 kHz) as
+    consecutive mono float32 blocks at 16 kHz of `block_samples` samples (the last one
+    shorter), decoded and resampled block by block: memory stays bounded for recordings of any
+    length. The blocks hold exactly the header's sample count (as read_audio)."""
+    if block_samples <= 0:
+        raise AudioError(f"{path}: block_samples must be > 0, got {block_samples}")
+    name = _name(path, byte_offset)
+    try:
+        with _source(path, byte_offset, byte_size) as source, sf.SoundFile(source) as f:
+            rate = f.samplerate
+            total = resampled_length(f.frames, rate)
+            end = total if num_samples is None else start + num_samples
+            if start < 0 or end > total or end <= start:
+                raise AudioError(
+                    f"{name}: span [{start}, {end}) is empty or goes past the end of the audio "
+                    f"({total} samples at 16 kHz)"
+                )
+            first, skip = _span_start(start, rate)
+            f.seek(first)
+            yield from _blocks(f, rate, block_samples, skip, end - start, name)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"{name}: cannot decode audio: {e}") from e
+
+
+def _blocks(f, rate: int, block_samples: int, skip: int, wanted: int, name: str):
+    """Decode from the current position: drop `skip` samples, yield `wanted` in blocks (the
+    resampler's rounding of the last sample is padded with zeros, as read_audio does)."""
+    resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(
+        rate, SAMPLE_RATE, 1, dtype="float32"
+    )  # fmt: skip
+    native_block = max(1, block_samples * rate // SAMPLE_RATE)
+    pending = np.zeros(0, np.float32)
+    while wanted > 0:
+        chunk = f.read(native_block, dtype="float32", always_2d=True)
+        last = chunk.shape[0] < native_block
+        mono = chunk.mean(axis=1) if chunk.shape[1] > 1 else chunk[:, 0]
+        if resampler is not None:
+            mono = resampler.resample_chunk(mono, last=last)
+        if skip:
+            mono, skip = mono[skip:], max(0, skip - len(mono))
+        mono = mono[:wanted]
+        if last and len(mono) < wanted and wanted - len(mono) <= 2:
+            mono = np.pad(mono, (0, wanted - len(mono)))
+        if not np.isfinite(mono).all():
+            raise AudioError(f"{name}: audio contains NaN or infinite samples")
+        wanted -= len(mono)
+        pending = np.concatenate([pending, mono]) if pending.size else mono
+        while pending.shape[0] >= block_samples:
+            yield np.ascontiguousarray(pending[:block_samples])
+            pending = pending[block_samples:]
+        if last:
+            break
+    if pending.shape[0]:
+        yield np.ascontiguousarray(pending)
 
 
 def standardize_waveform(wav: np.ndarray) -> np.ndarray:

@@ -1,6 +1,10 @@
 """Manifests: one row per utterance (fileid, path, num_samples at 16 kHz), optionally pointing
 into an uncompressed tar by byte offset. Read and written as CSV, fairseq TSV or JSONL.
 
+A row may be a span of a recording: column `start` (samples at 16 kHz, an integer, so spans
+are exact) says where it begins, and num_samples is then the span's length, not the file's.
+Every stage reads only the span (by seeking), so long recordings are never cut into files.
+
 fileid is the path relative to the scanned root without its extension, so `a/x.wav` and
 `b/x.wav` never collide (a bug of public recipes, REFERENCE.md section 8)."""
 
@@ -10,16 +14,17 @@ import csv
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from hubertlab.data.audio import read_audio
+from hubertlab.data.audio import AudioError, read_audio
 from hubertlab.fileio import atomic_open
 
 CSV_COLUMNS = ("fileid", "path", "num_samples")
 ARCHIVE_COLUMNS = ("archive", "byte_offset", "byte_size")
+SPAN_COLUMNS = ("start",)
 
 
 class ManifestError(ValueError):
@@ -28,7 +33,8 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One utterance. For a tar member, `path` is the member name inside `archive`."""
+    """One utterance. For a tar member, `path` is the member name inside `archive`. With
+    `start`, the utterance is samples [start, start + num_samples) of the recording."""
 
     fileid: str
     path: str
@@ -36,19 +42,27 @@ class ManifestRow:
     archive: str | None = None
     byte_offset: int | None = None
     byte_size: int | None = None
+    start: int | None = None
 
     def audio_path(self, root: str | Path) -> Path:
         """The file to open: the archive for a tar member, else the audio file itself."""
         return Path(root) / (self.archive if self.archive is not None else self.path)
 
     def read_audio(self, root: str | Path, *, standardize: bool = False) -> np.ndarray:
-        """The waveform at 16 kHz, float32, shape (num_samples,)."""
-        return read_audio(
-            self.audio_path(root),
-            byte_offset=self.byte_offset,
-            byte_size=self.byte_size,
-            standardize=standardize,
-        )
+        """The waveform (or span) at 16 kHz, float32, shape (num_samples,)."""
+        try:
+            return read_audio(
+                self.audio_path(root),
+                byte_offset=self.byte_offset,
+                byte_size=self.byte_size,
+                start=self.start,
+                num_samples=None if self.start is None else self.num_samples,
+                standardize=standardize,
+            )
+        except AudioError as e:
+            if self.start is None:
+                raise
+            raise AudioError(f"row {self.fileid!r}: {e}") from None
 
 
 class Manifest(Sequence[ManifestRow]):
@@ -121,6 +135,7 @@ def _row_from_mapping(d: dict, where: str) -> ManifestRow:
     num_samples = _int(d["num_samples"], where, "num_samples")
     if num_samples == 0:
         raise ManifestError(f"{where}: num_samples is 0")
+    start = d.get("start")
     return ManifestRow(
         fileid=str(d["fileid"]),
         path=str(d["path"]),
@@ -128,6 +143,7 @@ def _row_from_mapping(d: dict, where: str) -> ManifestRow:
         archive=archive,
         byte_offset=None if archive is None else _int(offset, where, "byte_offset"),
         byte_size=None if archive is None else _int(size, where, "byte_size"),
+        start=None if start in (None, "") else _int(start, where, "start"),
     )
 
 
@@ -179,6 +195,20 @@ def _read_tsv(path: Path) -> tuple[list[ManifestRow], Path]:
     return rows, root
 
 
+def relocate(rows: Iterable[ManifestRow], root: str | Path, manifest_path: str | Path):
+    """Rows whose paths resolve against `root`, rewritten to resolve against the folder of
+    `manifest_path` (where a derived manifest is written). Absolute paths stay as they are."""
+    rel = os.path.relpath(Path(root).resolve(), Path(manifest_path).resolve().parent)
+    out = []
+    for row in rows:
+        name = row.archive if row.archive is not None else row.path
+        if rel != "." and not os.path.isabs(name):
+            name = f"{rel}/{name}".replace(os.sep, "/")
+            row = replace(row, archive=name) if row.archive is not None else replace(row, path=name)
+        out.append(row)
+    return out
+
+
 def manifest_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     formats = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
@@ -209,6 +239,9 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | Path, *, root: str |
     fmt = manifest_format(path)
     rows = list(rows)
     has_archive = any(r.archive is not None for r in rows)
+    has_span = any(r.start is not None for r in rows)
+    if fmt == "tsv" and has_span:
+        raise ManifestError(f"{path}: fairseq TSV cannot hold spans (start); use .csv")
     with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         if fmt == "tsv":
             if has_archive:
@@ -222,6 +255,7 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | Path, *, root: str |
                 f.write(json.dumps(d) + "\n")
         else:
             columns = CSV_COLUMNS + (ARCHIVE_COLUMNS if has_archive else ())
+            columns += SPAN_COLUMNS if has_span else ()
             writer = csv.writer(f)
             writer.writerow(columns)
             for r in rows:

@@ -1,0 +1,34 @@
+"""hubertlab segments SPEECH MANIFEST OUT_MANIFEST: VAD segments -> training spans (policy)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("speech", help="`hubertlab vad` folder, or a VAD JSONL (ours or UPS)")
+    p.add_argument("manifest", help="the manifest the VAD ran on (recordings)")
+    p.add_argument("out", help="span manifest to write (.csv or .jsonl)")
+    p.add_argument("--merge-gap-seconds", type=float, default=2.0, help="merge closer segments")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="pad to, then drop under")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="split longer segments")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hubertlab.constants import SAMPLE_RATE
+    from hubertlab.curate.policy import SegmentPolicy, apply_policy, segment_rows
+    from hubertlab.curate.select import join_rows
+    from hubertlab.curate.speech import read_speech
+    from hubertlab.data.manifest import read_manifest, relocate, write_manifest
+
+    policy = SegmentPolicy(args.merge_gap_seconds, args.min_seconds, args.max_seconds)
+    manifest = read_manifest(args.manifest)
+    rows = []
+    for speech, row in join_rows(read_speech(args.speech), manifest, args.speech):
+        duration_s = row.num_samples / SAMPLE_RATE
+        rows += segment_rows(row, apply_policy(list(speech.segments), duration_s, policy))
+    # Paths stay relative to the input manifest's folder.
+    write_manifest(relocate(rows, manifest.root, args.out), args.out)
+    hours = sum(r.num_samples for r in rows) / SAMPLE_RATE / 3600
+    print(f"{args.out}: {len(rows)} spans, {hours:.2f} h")
+    return 0

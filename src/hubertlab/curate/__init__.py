@@ -1,0 +1,1 @@
+"""Long-form and huge corpora: voice activity, segment policy, curation, WebDataset shards."""
