@@ -3,6 +3,8 @@ the checks every computed feature passes (frame count, shape, finite values)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +30,21 @@ class FeatureExtractor(Protocol):
 
     def __call__(self, wav: np.ndarray) -> np.ndarray:
         """(num_samples,) float32 waveform -> (frames, dim) features."""
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """sha256 of a JSON-able settings dict (key order does not matter)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def describe(settings: dict) -> str:
+    """ "layer 6 of ckpt/ (fingerprint 1a2b3c4d5e6f)" for error messages."""
+    text = settings.get("kind", "unknown")
+    if text == "layer":
+        text = f"layer {settings.get('layer')} of {settings.get('checkpoint')}"
+    fingerprint = settings.get("fingerprint")
+    return f"{text} (fingerprint {fingerprint[:12] if fingerprint else 'not recorded'})"
 
 
 def build_extractor(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,23 @@ import torch
 
 from hubertlab.constants import FRAME_HOP, LABEL_RATE_HZ, RECEPTIVE_FIELD, num_frames
 from hubertlab.data.audio import standardize_waveform
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of what shapes a model's layer features: each backbone tensor's name, dtype,
+    shape and bytes, and whether the waveform is standardised. The head and the mask
+    embedding are left out (unused here, and a checkpoint may lack or re-initialise them),
+    so a model object and its saved checkpoint agree."""
+    from hubertlab.models.checkpoint import HEAD_PREFIXES
+
+    digest = hashlib.sha256(f"normalize_waveform={model.cfg.normalize_waveform}\n".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(HEAD_PREFIXES) or name == "mask_embedding":
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name} {flat.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 class LayerExtractor:
@@ -54,6 +72,7 @@ class LayerExtractor:
             raise ValueError(f"layer must be in [1, {num_layers}] for this model, got {layer}")
         # A shallow copy shares the weights; the waveform is standardised here, over the whole
         # file, so per-chunk standardisation inside the model is switched off on the copy.
+        self.fingerprint = weights_fingerprint(model)
         self.standardize = bool(model.cfg.normalize_waveform)
         self.model = copy.copy(model)
         self.model.cfg = dataclasses.replace(model.cfg, normalize_waveform=False)
@@ -68,7 +87,7 @@ class LayerExtractor:
     def settings(self) -> dict:
         return {
             "kind": "layer", "layer": self.layer, "checkpoint": self.checkpoint,
-            "dim": self.dim, "frame_rate_hz": self.frame_rate_hz,
+            "dim": self.dim, "frame_rate_hz": self.frame_rate_hz, "fingerprint": self.fingerprint,
         }  # fmt: skip
 
     def num_frames(self, num_samples: int) -> int:

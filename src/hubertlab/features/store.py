@@ -95,7 +95,8 @@ class ShardWriter:
     def add(self, fileid: str, frames: np.ndarray) -> None:
         if frames.ndim != 2 or frames.shape[1] != self.dim:
             raise ValueError(f"{fileid}: frames of shape {frames.shape}, expected (n, {self.dim})")
-        stored = np.ascontiguousarray(frames, dtype=self.dtype)
+        with np.errstate(over="ignore"):  # overflow to float16 is caught just below
+            stored = np.ascontiguousarray(frames, dtype=self.dtype)
         if not np.isfinite(stored).all():
             require_finite(frames, f"{self.base.parent}: {fileid}")
             raise ValueError(
@@ -184,6 +185,8 @@ def extract_features_to_store(
     `on_chunk(utterances_done)` is called after each commit. Returns the shard's index path."""
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
+    if not len(manifest):
+        raise ValueError(f"{manifest.source or 'manifest'}: no rows (empty manifest)")
     rows = shard_rows(manifest, shard, num_shards)
     meta = {
         "dim": int(extractor.dim), "dtype": dtype, "frame_rate_hz": int(extractor.frame_rate_hz),

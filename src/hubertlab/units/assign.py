@@ -25,7 +25,12 @@ import numpy as np
 
 from hubertlab.constants import LABEL_RATE_HZ, num_frames
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest
-from hubertlab.features.extractors import FeatureExtractor, extract_checked, require_finite
+from hubertlab.features.extractors import (
+    FeatureExtractor,
+    describe,
+    extract_checked,
+    require_finite,
+)
 from hubertlab.features.store import FeatureStore
 from hubertlab.fileio import atomic_open, atomic_write_json, atomic_write_text
 from hubertlab.shards import (
@@ -54,15 +59,31 @@ def label_stride(frame_rate_hz: int) -> int:
 
 
 def _check_match(kmeans: KMeansModel, dim: int, settings: dict, source: str) -> None:
+    """The k-means must have been fitted on features of this source: same dim, kind, layer
+    and fingerprint (weights of the model, or MFCC settings). A k-means from before
+    fingerprints were recorded is taken with a warning."""
+    name = f"k-means {kmeans.source}" if kmeans.source else "k-means"
     if kmeans.dim != dim:
-        raise ValueError(f"k-means centroids have dim {kmeans.dim}, the features of {source} {dim}")
+        raise ValueError(f"{name}: centroids have dim {kmeans.dim}, the features of {source} {dim}")
     fitted = kmeans.meta.get("feature") or {}
     for key in ("kind", "layer"):
         if key in fitted and key in settings and fitted[key] != settings[key]:
             raise ValueError(
-                f"k-means was fitted on {key}={fitted[key]!r} features, {source} gives "
+                f"{name} was fitted on {key}={fitted[key]!r} features, {source} gives "
                 f"{key}={settings[key]!r}"
             )
+    theirs, ours = fitted.get("fingerprint"), settings.get("fingerprint")
+    if theirs is None or ours is None:
+        log.warning(
+            "%s: no feature fingerprint recorded with %s: cannot check that it was fitted on "
+            "the features of %s",
+            name, "the k-means" if theirs is None else source, source,
+        )  # fmt: skip
+    elif theirs != ours:
+        raise ValueError(
+            f"{name} was fitted on the features of {describe(fitted)}, but {source} gives "
+            f"{describe(settings)}; use the features the k-means was fitted on, or refit it"
+        )
 
 
 class _Source:
@@ -79,7 +100,10 @@ class _Source:
         else:
             self.dim, self.rate = source.dim, source.frame_rate_hz
             self.settings = source.settings()
-            self.name = f"extractor {self.settings.get('kind', type(source).__name__)}"
+            kind = self.settings.get("kind", type(source).__name__)
+            if kind == "layer":
+                kind = f"layer {self.settings['layer']} of {self.settings['checkpoint']}"
+            self.name = f"extractor {kind}"
 
     def load(self, row: ManifestRow) -> np.ndarray:
         if self.store is not None:
@@ -129,6 +153,8 @@ def transcribe(
     Returns the merged units.jsonl path (or the shard's file while others are pending)."""
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
+    if not len(manifest):
+        raise ValueError(f"{manifest.source or 'manifest'}: no rows (empty manifest)")
     if not isinstance(kmeans, KMeansModel):
         kmeans = KMeansModel.load(kmeans)
     if isinstance(feature_source, str | Path):
