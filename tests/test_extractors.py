@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hubertlab.data.manifest import ManifestRow
-from hubertlab.features.extractors import build_extractor, extract_checked
+from hubertlab.features.extractors import build_extractor, extract_checked, settings_fingerprint
 from hubertlab.features.mfcc import MfccExtractor
 
 
@@ -30,3 +30,38 @@ def test_extract_checked_names_manifest_and_fileid():
         extract_checked(MfccExtractor(), row, wav[:-1], "m.csv")
     with pytest.raises(ValueError, match="m.csv: spk/a: features contain .* NaN or infinite"):
         extract_checked(MfccExtractor(), row, wav * np.float32(1e30), "m.csv")
+
+
+def test_layer_fingerprint_follows_the_weights_not_the_head(tmp_path):
+    import torch
+
+    from hubertlab.features.hidden import LayerExtractor
+    from hubertlab.models.checkpoint import save_pretrained
+    from hubertlab.models.config import HubertConfig
+    from hubertlab.models.hubert import HubertModel
+
+    torch.manual_seed(0)
+    model = HubertModel(HubertConfig.preset("tiny"))
+    save_pretrained(model, tmp_path / "ckpt")
+    from_object = LayerExtractor(model, 1).settings()["fingerprint"]
+    from_checkpoint = build_extractor("layer", tmp_path / "ckpt", 2).settings()
+    # the checkpoint is read without its head and with a fresh mask embedding: same weights
+    assert from_checkpoint["fingerprint"] == from_object
+    assert len(from_object) == 64
+    with torch.no_grad():
+        for p in model.final_proj.parameters():
+            p.add_(1.0)
+        model.mask_embedding.add_(1.0)
+    assert LayerExtractor(model, 1).settings()["fingerprint"] == from_object
+    with torch.no_grad():
+        model.encoder.layers[0].parameters().__next__().view(-1)[0] += 1e-3
+    assert LayerExtractor(model, 1).settings()["fingerprint"] != from_object
+
+
+def test_mfcc_settings_are_recorded_and_fingerprinted():
+    settings = MfccExtractor().settings()
+    assert settings["mfcc"]["num_mel_bins"] == 23 and settings["mfcc"]["cepstral_lifter"] == 22
+    assert settings["fingerprint"] == MfccExtractor().settings()["fingerprint"]
+    changed = {**settings["mfcc"], "num_mel_bins": 40}
+    assert settings_fingerprint(changed) != settings["fingerprint"]
+    assert settings_fingerprint(settings["mfcc"]) == settings["fingerprint"]
