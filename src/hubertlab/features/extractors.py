@@ -38,13 +38,15 @@ def settings_fingerprint(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def describe(settings: dict) -> str:
-    """ "layer 6 of ckpt/ (fingerprint 1a2b3c4d5e6f)" for error messages."""
+def describe(settings: dict, *, with_fingerprint: bool = True) -> str:
+    """'layer 6 of ckpt/ (fingerprint 1a2b3c4d5e6f)' or 'mfcc (...)', for error messages."""
     text = settings.get("kind", "unknown")
     if text == "layer":
-        text = f"layer {settings.get('layer')} of {settings.get('checkpoint')}"
+        text = f"layer {settings.get('layer')} of {settings.get('checkpoint') or 'a model object'}"
     fingerprint = settings.get("fingerprint")
-    return f"{text} (fingerprint {fingerprint[:12] if fingerprint else 'not recorded'})"
+    if with_fingerprint:
+        text += f" (fingerprint {fingerprint[:12] if fingerprint else 'not recorded'})"
+    return text
 
 
 def build_extractor(

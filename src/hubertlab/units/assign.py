@@ -82,7 +82,7 @@ def _check_match(kmeans: KMeansModel, dim: int, settings: dict, source: str) -> 
     elif theirs != ours:
         raise ValueError(
             f"{name} was fitted on the features of {describe(fitted)}, but {source} gives "
-            f"{describe(settings)}; use the features the k-means was fitted on, or refit it"
+            f"fingerprint {ours[:12]}; use the features the k-means was fitted on, or refit it"
         )
 
 
@@ -96,14 +96,13 @@ class _Source:
         if self.store is not None:
             self.dim, self.rate = self.store.dim, self.store.frame_rate_hz
             self.settings = self.store.meta.get("extractor", {})
-            self.name = f"store {self.store.root}"
+            self.name = (
+                f"store {self.store.root} ({describe(self.settings, with_fingerprint=False)})"
+            )
         else:
             self.dim, self.rate = source.dim, source.frame_rate_hz
             self.settings = source.settings()
-            kind = self.settings.get("kind", type(source).__name__)
-            if kind == "layer":
-                kind = f"layer {self.settings['layer']} of {self.settings['checkpoint']}"
-            self.name = f"extractor {kind}"
+            self.name = f"extractor {describe(self.settings, with_fingerprint=False)}"
 
     def load(self, row: ManifestRow) -> np.ndarray:
         if self.store is not None:
