@@ -35,7 +35,7 @@ def test_extract_checked_names_manifest_and_fileid():
 def test_layer_fingerprint_follows_the_weights_not_the_head(tmp_path):
     import torch
 
-    from hubertlab.features.hidden import LayerExtractor
+    from hubertlab.features.hidden import LayerExtractor, weights_fingerprint
     from hubertlab.models.checkpoint import save_pretrained
     from hubertlab.models.config import HubertConfig
     from hubertlab.models.hubert import HubertModel
@@ -53,6 +53,10 @@ def test_layer_fingerprint_follows_the_weights_not_the_head(tmp_path):
             p.add_(1.0)
         model.mask_embedding.add_(1.0)
     assert LayerExtractor(model, 1).settings()["fingerprint"] == from_object
+    # module names do not matter (a refactor or a wrapper keeps the fingerprint)
+    wrapper = torch.nn.Module()
+    wrapper.inner, wrapper.cfg = model, model.cfg
+    assert weights_fingerprint(wrapper) == from_object
     with torch.no_grad():
         model.encoder.layers[0].parameters().__next__().view(-1)[0] += 1e-3
     assert LayerExtractor(model, 1).settings()["fingerprint"] != from_object

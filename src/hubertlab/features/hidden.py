@@ -21,20 +21,26 @@ from hubertlab.data.audio import standardize_waveform
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of what shapes a model's layer features: each backbone tensor's name, dtype,
-    shape and bytes, and whether the waveform is standardised. The head and the mask
-    embedding are left out (unused here, and a checkpoint may lack or re-initialise them),
-    so a model object and its saved checkpoint agree."""
+    """sha256 of what shapes a model's layer features: the bytes, dtype and shape of every
+    backbone tensor, and whether the waveform is standardised. Tensors are hashed one by one
+    and their digests sorted, so renaming or reordering modules (a refactor, a converted
+    checkpoint) keeps the fingerprint. The head and the mask embedding are left out (unused
+    here; a checkpoint may lack or re-initialise them): a model and its checkpoint agree."""
     from hubertlab.models.checkpoint import HEAD_PREFIXES
 
-    digest = hashlib.sha256(f"normalize_waveform={model.cfg.normalize_waveform}\n".encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        if name.startswith(HEAD_PREFIXES) or name == "mask_embedding":
+    skipped = {prefix.strip(".") for prefix in HEAD_PREFIXES} | {"mask_embedding"}
+    digests = []
+    for name, tensor in model.state_dict().items():
+        if skipped & set(name.split(".")):
             continue
         flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name} {flat.dtype} {tuple(tensor.shape)}\n".encode())
+        digest = hashlib.sha256(f"{flat.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(flat.view(torch.uint8).numpy())
-    return digest.hexdigest()
+        digests.append(digest.hexdigest())
+    total = hashlib.sha256(f"normalize_waveform={model.cfg.normalize_waveform}\n".encode())
+    for digest in sorted(digests):
+        total.update(digest.encode())
+    return total.hexdigest()
 
 
 class LayerExtractor:
