@@ -37,18 +37,10 @@ def build_extractor(args: argparse.Namespace):
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.kind == "mfcc":
-        if args.checkpoint or args.layer is not None:
-            raise ValueError("--checkpoint and --layer go with --kind layer, not mfcc")
-        from hubertlab.features.mfcc import MfccExtractor
+    from hubertlab.features.extractors import build_extractor as build
 
-        return MfccExtractor()
-    if not args.checkpoint or args.layer is None:
-        raise ValueError("--kind layer needs --checkpoint and --layer")
-    from hubertlab.features.hidden import LayerExtractor
-
-    return LayerExtractor(
-        args.checkpoint, args.layer, device=args.device,
+    return build(
+        args.kind, args.checkpoint, args.layer, device=args.device,
         dtype="bfloat16" if args.bf16 else "float32",
         chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds,
     )  # fmt: skip

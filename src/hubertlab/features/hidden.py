@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,29 @@ import torch
 
 from hubertlab.constants import FRAME_HOP, LABEL_RATE_HZ, RECEPTIVE_FIELD, num_frames
 from hubertlab.data.audio import standardize_waveform
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of what shapes a model's layer features: the bytes, dtype and shape of every
+    backbone tensor, and whether the waveform is standardised. Tensors are hashed one by one
+    and their digests sorted, so renaming or reordering modules (a refactor, a converted
+    checkpoint) keeps the fingerprint. The head and the mask embedding are left out (unused
+    here; a checkpoint may lack or re-initialise them): a model and its checkpoint agree."""
+    from hubertlab.models.checkpoint import HEAD_PREFIXES
+
+    skipped = {prefix.strip(".") for prefix in HEAD_PREFIXES} | {"mask_embedding"}
+    digests = []
+    for name, tensor in model.state_dict().items():
+        if skipped & set(name.split(".")):
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest = hashlib.sha256(f"{flat.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+        digests.append(digest.hexdigest())
+    total = hashlib.sha256(f"normalize_waveform={model.cfg.normalize_waveform}\n".encode())
+    for digest in sorted(digests):
+        total.update(digest.encode())
+    return total.hexdigest()
 
 
 class LayerExtractor:
@@ -55,6 +79,7 @@ class LayerExtractor:
             raise ValueError(f"layer must be in [1, {num_layers}] for this model, got {layer}")
         # A shallow copy shares the weights; the waveform is standardised here, over the whole
         # file, so per-chunk standardisation inside the model is switched off on the copy.
+        self.fingerprint = weights_fingerprint(backbone)
         self.standardize = bool(backbone.cfg.normalize_waveform)
         self.model = copy.copy(backbone)
         self.model.cfg = dataclasses.replace(backbone.cfg, normalize_waveform=False)
@@ -69,7 +94,7 @@ class LayerExtractor:
     def settings(self) -> dict:
         return {
             "kind": "layer", "layer": self.layer, "checkpoint": self.checkpoint,
-            "dim": self.dim, "frame_rate_hz": self.frame_rate_hz,
+            "dim": self.dim, "frame_rate_hz": self.frame_rate_hz, "fingerprint": self.fingerprint,
         }  # fmt: skip
 
     def num_frames(self, num_samples: int) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from hubertlab.constants import MFCC_HOP, RECEPTIVE_FIELD, SAMPLE_RATE
+from hubertlab.features.extractors import settings_fingerprint
 
 MFCC_DIM = 39
 NUM_CEPS = 13
@@ -317,6 +318,16 @@ def mfcc_of_waveform(wav: np.ndarray | torch.Tensor) -> np.ndarray:
     return _mfcc_many([wav])[0].cpu().numpy()
 
 
+# Everything that shapes the numbers, recorded with a store and the k-means fitted on it.
+MFCC_SETTINGS = {
+    "window": "povey", "frame_length": RECEPTIVE_FIELD, "frame_shift": MFCC_HOP,
+    "snip_edges": True, "remove_dc_offset": True, "dither": 0.0, "preemphasis": PREEMPHASIS,
+    "fft_size": FFT_SIZE, "num_mel_bins": NUM_MEL_BINS, "low_freq_hz": LOW_FREQ_HZ,
+    "high_freq_hz": SAMPLE_RATE / 2, "num_ceps": NUM_CEPS, "use_energy": False,
+    "cepstral_lifter": CEPSTRAL_LIFTER, "deltas": 2, "delta_window": DELTA_WINDOW,
+}  # fmt: skip
+
+
 class MfccExtractor:
     """The feature-store extractor for 39-d MFCC at 100 Hz."""
 
@@ -324,7 +335,10 @@ class MfccExtractor:
     frame_rate_hz = SAMPLE_RATE // MFCC_HOP
 
     def settings(self) -> dict:
-        return {"kind": "mfcc", "dim": MFCC_DIM, "frame_rate_hz": self.frame_rate_hz}
+        return {
+            "kind": "mfcc", "dim": MFCC_DIM, "frame_rate_hz": self.frame_rate_hz,
+            "mfcc": MFCC_SETTINGS, "fingerprint": settings_fingerprint(MFCC_SETTINGS),
+        }  # fmt: skip
 
     def num_frames(self, num_samples: int) -> int:
         return mfcc_num_frames(num_samples)

@@ -8,7 +8,8 @@ Layout of a store folder (shard i of N, names `shard-{i:05d}-of-{N:05d}.*`):
   <shard>.index.json    final index (fileids, offsets, lengths), written when the shard ends
   <shard>.done          done marker: a finished shard is skipped on a rerun
 
-A killed writer leaves at most one uncommitted chunk behind; on restart the .bin and .rows files
+The shard files are appended by `hubertlab.shards.CommittedAppender` (as transcription's are):
+a killed writer leaves at most one uncommitted chunk behind; on restart the .bin and .rows files
 are cut back to the committed sizes and writing continues after the last committed utterance.
 Many processes (array jobs) can write different shards of one store side by side.
 """
@@ -17,71 +18,32 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest
-from hubertlab.fileio import atomic_write_json, atomic_write_text
+from hubertlab.features.extractors import FeatureExtractor, extract_checked, require_finite
+from hubertlab.fileio import atomic_write_json
+from hubertlab.shards import (
+    CommittedAppender,
+    check_committed_prefix,
+    check_shard,
+    prefetch,
+    shard_name,
+    shard_rows,
+)
+
+__all__ = [
+    "DTYPES", "STORE_META", "FeatureExtractor", "FeatureStore", "ShardWriter",
+    "extract_features_to_store", "prefetch", "shard_name", "shard_rows", "write_store",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 STORE_META = "store.json"
 DTYPES = ("float16", "float32")
-
-
-class FeatureExtractor(Protocol):
-    """What the store needs from a feature computer (MFCC, layer L of a model, ...)."""
-
-    dim: int
-    frame_rate_hz: int
-
-    def settings(self) -> dict:
-        """JSON-able description (kind, layer, checkpoint...) saved in store.json."""
-
-    def num_frames(self, num_samples: int) -> int:
-        """Frames this extractor yields for a waveform of `num_samples` samples."""
-
-    def __call__(self, wav: np.ndarray) -> np.ndarray:
-        """(num_samples,) float32 waveform -> (frames, dim) features."""
-
-
-def shard_name(shard: int, num_shards: int) -> str:
-    return f"shard-{shard:05d}-of-{num_shards:05d}"
-
-
-def check_shard(shard: int, num_shards: int) -> None:
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    if not 0 <= shard < num_shards:
-        raise ValueError(
-            f"shard must be in [0, {num_shards - 1}] for {num_shards} shards, got {shard}"
-        )
-
-
-def shard_rows(manifest: Manifest | Sequence[ManifestRow], shard: int, num_shards: int) -> list:
-    """Contiguous slice `shard` of `num_shards` of the rows (sizes differ by at most one)."""
-    check_shard(shard, num_shards)
-    n = len(manifest)
-    return list(manifest[shard * n // num_shards : (shard + 1) * n // num_shards])
-
-
-def prefetch(fn: Callable, items: Sequence, depth: int = 4) -> Iterator:
-    """fn(item) for each item in order, computed up to `depth` items ahead in a thread, so
-    audio decoding overlaps feature computation."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [pool.submit(fn, it) for it in items[:depth]]
-        for i in range(len(items)):
-            result = pending[i].result()
-            pending[i] = None  # let the waveform go
-            if i + depth < len(items):
-                pending.append(pool.submit(fn, items[i + depth]))
-            yield result
 
 
 def _check_meta(path: Path, meta: dict) -> None:
@@ -96,14 +58,6 @@ def _check_meta(path: Path, meta: dict) -> None:
             )
     else:
         atomic_write_json(path, meta)
-
-
-@dataclass
-class _Progress:
-    utterances: int = 0
-    frames: int = 0
-    bin_bytes: int = 0
-    rows_bytes: int = 0
 
 
 class ShardWriter:
@@ -124,60 +78,41 @@ class ShardWriter:
         _check_meta(out / STORE_META, {**meta, "num_shards": num_shards})
         self.base = out / shard_name(shard, num_shards)
         self.dim, self.dtype = int(meta["dim"]), np.dtype(meta["dtype"])
-        self.chunk_bytes, self.on_chunk = chunk_bytes, on_chunk
-        self.done = self.base.with_suffix(".done").is_file()
-        self.progress = _Progress() if self.done else self._resume()
-        self.pending: list[tuple[str, np.ndarray]] = []
-        self.pending_bytes = 0
+        self.chunk_bytes = chunk_bytes
+        self.appender = CommittedAppender(
+            self.base, {".bin": "bin_bytes", ".rows": "rows_bytes"}, ("frames",),
+            on_commit=on_chunk,
+        )  # fmt: skip
+
+    @property
+    def done(self) -> bool:
+        return self.appender.done
 
     @property
     def utterances(self) -> int:
-        return self.progress.utterances
-
-    def _resume(self) -> _Progress:
-        """Committed progress; the shard's files are cut back to what was committed."""
-        progress_path = self.base.with_suffix(".progress.json")
-        progress = _Progress()
-        if progress_path.is_file():
-            progress = _Progress(**json.loads(progress_path.read_text(encoding="utf-8")))
-        for suffix, size in ((".bin", progress.bin_bytes), (".rows", progress.rows_bytes)):
-            path = self.base.with_suffix(suffix)
-            if not path.exists():
-                if size:
-                    raise ValueError(f"{path}: missing, but {progress_path} says {size} bytes")
-                path.touch()
-            elif path.stat().st_size < size:
-                raise ValueError(f"{path}: shorter than the committed {size} bytes; delete it")
-            os.truncate(path, size)
-        return progress
+        return self.appender.utterances
 
     def add(self, fileid: str, frames: np.ndarray) -> None:
         if frames.ndim != 2 or frames.shape[1] != self.dim:
             raise ValueError(f"{fileid}: frames of shape {frames.shape}, expected (n, {self.dim})")
-        frames = np.ascontiguousarray(frames, dtype=self.dtype)
-        self.pending.append((fileid, frames))
-        self.pending_bytes += frames.nbytes
-        if self.pending_bytes >= self.chunk_bytes:
+        with np.errstate(over="ignore"):  # overflow to float16 is caught just below
+            stored = np.ascontiguousarray(frames, dtype=self.dtype)
+        if not np.isfinite(stored).all():
+            require_finite(frames, f"{self.base.parent}: {fileid}")
+            raise ValueError(
+                f"{self.base.parent}: {fileid}: features exceed the {self.dtype} range "
+                f"(max |value| {np.abs(frames).max():.4g}); write the store as float32"
+            )
+        self.appender.append(
+            {".bin": stored.tobytes(), ".rows": f"{fileid}\t{frames.shape[0]}\n".encode()},
+            frames=frames.shape[0],
+        )
+        if self.appender.pending_bytes >= self.chunk_bytes:
             self.commit()
 
     def commit(self) -> None:
         """Append the pending frames, fsync, then atomically record the new progress."""
-        progress = self.progress
-        bin_path, rows_path = self.base.with_suffix(".bin"), self.base.with_suffix(".rows")
-        with open(bin_path, "ab") as fb, open(rows_path, "ab") as fr:
-            for fileid, frames in self.pending:
-                fb.write(frames.tobytes())
-                fr.write(f"{fileid}\t{frames.shape[0]}\n".encode())
-                progress.frames += frames.shape[0]
-            for f in (fb, fr):
-                f.flush()
-                os.fsync(f.fileno())
-            progress.bin_bytes, progress.rows_bytes = fb.tell(), fr.tell()
-        progress.utterances += len(self.pending)
-        atomic_write_json(self.base.with_suffix(".progress.json"), progress.__dict__)
-        self.pending, self.pending_bytes = [], 0
-        if self.on_chunk is not None:
-            self.on_chunk(progress.utterances)
+        self.appender.commit()
 
     def committed_fileids(self) -> list[str]:
         with open(self.base.with_suffix(".rows"), encoding="utf-8") as f:
@@ -189,23 +124,22 @@ class ShardWriter:
         if self.done:
             return index_path
         self.commit()
+        progress = self.appender.progress
         fileids, lengths = [], []
         with open(self.base.with_suffix(".rows"), encoding="utf-8") as f:
             for line in f:
                 fileid, n = line.rstrip("\n").split("\t")
                 fileids.append(fileid)
                 lengths.append(int(n))
-        if len(fileids) != self.progress.utterances or sum(lengths) != self.progress.frames:
+        if len(fileids) != progress["utterances"] or sum(lengths) != progress["frames"]:
             raise ValueError(f"{self.base}.rows disagrees with its progress file; delete the shard")
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
         index = {
             "fileids": fileids, "offsets": offsets if lengths else [], "lengths": lengths,
-            "frames": self.progress.frames,
+            "frames": progress["frames"],
         }  # fmt: skip
         atomic_write_json(index_path, index)
-        atomic_write_text(self.base.with_suffix(".done"), "done\n")
-        self.base.with_suffix(".progress.json").unlink(missing_ok=True)
-        self.done = True
+        self.appender.mark_done()
         log.info(
             "%s: done, %d utterances, %d frames", self.base.name, len(fileids), index["frames"]
         )
@@ -251,6 +185,8 @@ def extract_features_to_store(
     `on_chunk(utterances_done)` is called after each commit. Returns the shard's index path."""
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
+    if not len(manifest):
+        raise ValueError(f"{manifest.source or 'manifest'}: no rows (empty manifest)")
     rows = shard_rows(manifest, shard, num_shards)
     meta = {
         "dim": int(extractor.dim), "dtype": dtype, "frame_rate_hz": int(extractor.frame_rate_hz),
@@ -262,16 +198,9 @@ def extract_features_to_store(
     if writer.done:
         log.info("%s: already done, skipped", writer.base.name)
         return writer.finish()
-    if writer.utterances > len(rows):
-        raise ValueError(
-            f"{writer.base}: progress says {writer.utterances} utterances, shard has {len(rows)}"
-        )
-    committed = writer.committed_fileids()
-    if committed != [r.fileid for r in rows[: len(committed)]]:
-        raise ValueError(
-            f"{writer.base}: the committed utterances are not the first rows of this shard of "
-            f"{manifest.source}; the manifest changed since: delete the shard and rerun"
-        )
+    check_committed_prefix(
+        writer.appender, writer.committed_fileids(), [r.fileid for r in rows], manifest.source
+    )
     todo = rows[writer.utterances :]
     log.info("%s: %d utterances to do (%d before)", writer.base.name, len(todo), writer.utterances)
 
@@ -279,26 +208,8 @@ def extract_features_to_store(
         return row.read_audio(manifest.root)
 
     for row, wav in zip(todo, prefetch(load, todo), strict=True):
-        writer.add(row.fileid, _extract_checked(extractor, row, wav, manifest.source))
+        writer.add(row.fileid, extract_checked(extractor, row, wav, manifest.source))
     return writer.finish()
-
-
-def _extract_checked(extractor, row: ManifestRow, wav: np.ndarray, source: str) -> np.ndarray:
-    if wav.shape[0] != row.num_samples:
-        raise ValueError(
-            f"{source}: {row.fileid}: audio has {wav.shape[0]} samples, manifest says "
-            f"{row.num_samples}; rebuild the manifest"
-        )
-    feats = np.asarray(extractor(wav))
-    expected = extractor.num_frames(row.num_samples)
-    if feats.ndim != 2 or feats.shape != (expected, extractor.dim):
-        raise ValueError(
-            f"{row.fileid}: extractor returned shape {feats.shape}, "
-            f"expected ({expected}, {extractor.dim})"
-        )
-    if not np.isfinite(feats).all():
-        raise ValueError(f"{row.fileid}: features contain NaN or infinite values")
-    return feats
 
 
 class FeatureStore:

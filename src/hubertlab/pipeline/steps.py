@@ -39,13 +39,9 @@ class FeatureSpec:
     layer: int | None = None
 
     def extractor(self):
-        if self.kind == "mfcc":
-            from hubertlab.features.mfcc import MfccExtractor
+        from hubertlab.features.extractors import build_extractor
 
-            return MfccExtractor()
-        from hubertlab.features.hidden import LayerExtractor
-
-        return LayerExtractor(self.checkpoint, self.layer)
+        return build_extractor(self.kind, self.checkpoint, self.layer)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Transcription: a unit id for every 20 ms frame of every utterance of a manifest.
 
-Per shard i of N (names from `hubertlab.features.store.shard_name`) in OUT_DIR:
+Per shard i of N (names and resume from `hubertlab.shards`) in OUT_DIR:
   <shard>.units.jsonl     {"fileid", "units"} lines, appended in committed chunks
   <shard>.progress.json   committed utterances and bytes (a killed shard resumes after them)
   <shard>.done            done marker
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,14 +25,21 @@ import numpy as np
 
 from hubertlab.constants import LABEL_RATE_HZ, num_frames
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest
-from hubertlab.features.store import (
+from hubertlab.features.extractors import (
     FeatureExtractor,
-    FeatureStore,
+    describe,
+    extract_checked,
+    require_finite,
+)
+from hubertlab.features.store import FeatureStore
+from hubertlab.fileio import atomic_open, atomic_write_json, atomic_write_text
+from hubertlab.shards import (
+    CommittedAppender,
+    check_committed_prefix,
     prefetch,
     shard_name,
     shard_rows,
 )
-from hubertlab.fileio import atomic_open, atomic_write_json, atomic_write_text
 from hubertlab.units.kmeans import KMeansModel
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ UNITS_NAME = "units.jsonl"
 KM_NAME = "units.km"
 DICT_NAME = "dict.km.txt"
 META_NAME = "units.json"
+SHARD_UNITS_SUFFIX = ".units.jsonl"
 
 
 def label_stride(frame_rate_hz: int) -> int:
@@ -52,15 +59,31 @@ def label_stride(frame_rate_hz: int) -> int:
 
 
 def _check_match(kmeans: KMeansModel, dim: int, settings: dict, source: str) -> None:
+    """The k-means must have been fitted on features of this source: same dim, kind, layer
+    and fingerprint (weights of the model, or MFCC settings). A k-means from before
+    fingerprints were recorded is taken with a warning."""
+    name = f"k-means {kmeans.source}" if kmeans.source else "k-means"
     if kmeans.dim != dim:
-        raise ValueError(f"k-means centroids have dim {kmeans.dim}, the features of {source} {dim}")
+        raise ValueError(f"{name}: centroids have dim {kmeans.dim}, the features of {source} {dim}")
     fitted = kmeans.meta.get("feature") or {}
     for key in ("kind", "layer"):
         if key in fitted and key in settings and fitted[key] != settings[key]:
             raise ValueError(
-                f"k-means was fitted on {key}={fitted[key]!r} features, {source} gives "
+                f"{name} was fitted on {key}={fitted[key]!r} features, {source} gives "
                 f"{key}={settings[key]!r}"
             )
+    theirs, ours = fitted.get("fingerprint"), settings.get("fingerprint")
+    if theirs is None or ours is None:
+        log.warning(
+            "%s: no feature fingerprint recorded with %s: cannot check that it was fitted on "
+            "the features of %s",
+            name, "the k-means" if theirs is None else source, source,
+        )  # fmt: skip
+    elif theirs != ours:
+        raise ValueError(
+            f"{name} was fitted on the features of {describe(fitted)}, but {source} gives "
+            f"fingerprint {ours[:12]}; use the features the k-means was fitted on, or refit it"
+        )
 
 
 class _Source:
@@ -73,22 +96,28 @@ class _Source:
         if self.store is not None:
             self.dim, self.rate = self.store.dim, self.store.frame_rate_hz
             self.settings = self.store.meta.get("extractor", {})
-            self.name = f"store {self.store.root}"
+            self.name = (
+                f"store {self.store.root} ({describe(self.settings, with_fingerprint=False)})"
+            )
         else:
             self.dim, self.rate = source.dim, source.frame_rate_hz
             self.settings = source.settings()
-            self.name = f"extractor {self.settings.get('kind', type(source).__name__)}"
+            self.name = f"extractor {describe(self.settings, with_fingerprint=False)}"
 
     def load(self, row: ManifestRow) -> np.ndarray:
         if self.store is not None:
             if row.fileid not in self.store:
                 raise ValueError(f"{self.store.root}: no features for fileid {row.fileid!r}")
             # a plain read, not a memmap view: the process keeps no pages of the store mapped
-            return self.store.read_frames(row.fileid).astype(np.float32)
+            feats = self.store.read_frames(row.fileid).astype(np.float32)
+            require_finite(feats, f"{self.store.root}: {row.fileid}")
+            return feats
         return row.read_audio(self.manifest.root)
 
     def features(self, row: ManifestRow, loaded: np.ndarray) -> np.ndarray:
-        return loaded if self.extractor is None else np.asarray(self.extractor(loaded))
+        if self.extractor is None:
+            return loaded
+        return extract_checked(self.extractor, row, loaded, self.manifest.source)
 
 
 def units_for_row(
@@ -104,21 +133,6 @@ def units_for_row(
             f"num_frames = {expected}; features and manifest disagree (stale store?)"
         )
     return units.astype(np.int32)
-
-
-def _resume(base: Path) -> tuple[int, int]:
-    progress_path = base.with_suffix(".progress.json")
-    done, size = 0, 0
-    if progress_path.is_file():
-        d = json.loads(progress_path.read_text(encoding="utf-8"))
-        done, size = d["utterances"], d["bytes"]
-    path = base.with_suffix(".units.jsonl")
-    if not path.exists():
-        path.touch()
-    if path.stat().st_size < size:
-        raise ValueError(f"{path}: shorter than the committed {size} bytes; delete the shard")
-    os.truncate(path, size)
-    return done, size
 
 
 def transcribe(
@@ -138,6 +152,8 @@ def transcribe(
     Returns the merged units.jsonl path (or the shard's file while others are pending)."""
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
+    if not len(manifest):
+        raise ValueError(f"{manifest.source or 'manifest'}: no rows (empty manifest)")
     if not isinstance(kmeans, KMeansModel):
         kmeans = KMeansModel.load(kmeans)
     if isinstance(feature_source, str | Path):
@@ -148,44 +164,53 @@ def transcribe(
     stride = label_stride(source.rate)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    base = out / shard_name(shard, num_shards)
-    if not base.with_suffix(".done").is_file():
-        done, size = _resume(base)
-        todo = rows[done:]
-        log.info("%s: %d utterances to transcribe (%d done before)", base.name, len(todo), done)
-        lines: list[str] = []
-
-        def commit() -> None:
-            nonlocal done, size
-            with open(base.with_suffix(".units.jsonl"), "ab") as f:
-                f.write("".join(lines).encode())
-                f.flush()
-                os.fsync(f.fileno())
-                size = f.tell()
-            done += len(lines)
-            lines.clear()
-            atomic_write_json(
-                base.with_suffix(".progress.json"), {"utterances": done, "bytes": size}
-            )
-            if on_chunk is not None:
-                on_chunk(done)
-
-        for row, loaded in zip(todo, prefetch(source.load, todo), strict=True):
-            units = units_for_row(row, source.features(row, loaded), kmeans, stride)
-            lines.append(json.dumps({"fileid": row.fileid, "units": units.tolist()}) + "\n")
-            if len(lines) >= chunk_utterances:
-                commit()
-        if lines:
-            commit()
-        atomic_write_text(base.with_suffix(".done"), "done\n")
-        base.with_suffix(".progress.json").unlink(missing_ok=True)
+    appender = CommittedAppender(
+        out / shard_name(shard, num_shards), {SHARD_UNITS_SUFFIX: "bytes"}, on_commit=on_chunk
+    )
+    if not appender.done:
+        _transcribe_shard(appender, rows, source, kmeans, stride, chunk_utterances)
     meta = {
         "k": kmeans.k, "label_rate_hz": LABEL_RATE_HZ, "feature": source.settings,
         "kmeans": kmeans.meta, "manifest": manifest.source, "num_shards": num_shards,
     }  # fmt: skip
     if all((out / f"{shard_name(i, num_shards)}.done").is_file() for i in range(num_shards)):
         return merge_units(manifest, out, num_shards, meta)
-    return base.with_suffix(".units.jsonl")
+    return appender.path(SHARD_UNITS_SUFFIX)
+
+
+def _committed_fileids(path: Path) -> list[str]:
+    fileids = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            try:
+                fileids.append(json.loads(line)["fileid"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{line_no}: not a units line; delete the shard") from None
+    return fileids
+
+
+def _transcribe_shard(
+    appender: CommittedAppender,
+    rows: list[ManifestRow],
+    source: _Source,
+    kmeans: KMeansModel,
+    stride: int,
+    chunk_utterances: int,
+) -> None:
+    committed = _committed_fileids(appender.path(SHARD_UNITS_SUFFIX))
+    check_committed_prefix(appender, committed, [r.fileid for r in rows], source.manifest.source)
+    todo = rows[appender.utterances :]
+    log.info(
+        "%s: %d utterances to transcribe (%d done before)",
+        appender.base.name, len(todo), appender.utterances,
+    )  # fmt: skip
+    for row, loaded in zip(todo, prefetch(source.load, todo), strict=True):
+        units = units_for_row(row, source.features(row, loaded), kmeans, stride)
+        line = json.dumps({"fileid": row.fileid, "units": units.tolist()}) + "\n"
+        appender.append({SHARD_UNITS_SUFFIX: line.encode()})
+        if appender.pending_utterances >= chunk_utterances:
+            appender.commit()
+    appender.mark_done()
 
 
 def merge_units(manifest: Manifest, out_dir: Path, num_shards: int, meta: dict) -> Path:

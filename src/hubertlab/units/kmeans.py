@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hubertlab.features.extractors import require_finite
 from hubertlab.features.store import FeatureStore
 from hubertlab.fileio import atomic_open, atomic_write_json
 
@@ -100,6 +101,7 @@ class KMeansModel:
 
     centroids: np.ndarray
     meta: dict = field(default_factory=dict)
+    source: str = ""  # the folder it was loaded from, for messages
 
     @property
     def k(self) -> int:
@@ -139,18 +141,45 @@ class KMeansModel:
 
     @classmethod
     def load(cls, path: str | Path) -> KMeansModel:
-        """Load from a folder written by `save` (or its centroids.npy)."""
+        """Load from a folder written by `save` (or its centroids.npy); a damaged file gives
+        a ValueError naming it."""
         path = Path(path)
         folder = path.parent if path.name == CENTROIDS_NAME else path
         centroids_path = folder / CENTROIDS_NAME
         if not centroids_path.is_file():
             raise FileNotFoundError(f"no k-means model (missing {CENTROIDS_NAME}) in {folder}")
-        centroids = np.load(centroids_path, allow_pickle=False)
-        if centroids.ndim != 2 or centroids.shape[0] < 1:
-            raise ValueError(f"{centroids_path}: expected a (k, dim) array, got {centroids.shape}")
+        try:
+            centroids = np.load(centroids_path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{centroids_path}: not a readable .npy array ({e})") from None
+        if (
+            not isinstance(centroids, np.ndarray)
+            or centroids.ndim != 2
+            or min(centroids.shape) < 1
+            or not np.issubdtype(centroids.dtype, np.floating)
+        ):
+            raise ValueError(
+                f"{centroids_path}: expected a (k, dim) float array, got "
+                f"{getattr(centroids, 'shape', None)} {getattr(centroids, 'dtype', '')}"
+            )
+        if not np.isfinite(centroids).all():
+            raise ValueError(f"{centroids_path}: centroids contain NaN or infinite values")
         meta_path = folder / META_NAME
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        return cls(centroids.astype(np.float32), meta)
+        meta = {}
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+            if not isinstance(meta, dict):
+                raise ValueError(f"{meta_path}: expected a JSON object")
+            for key, n in (("k", centroids.shape[0]), ("dim", centroids.shape[1])):
+                if meta.get(key, n) != n:
+                    raise ValueError(
+                        f"{meta_path}: {key}={meta[key]}, but {centroids_path} holds "
+                        f"{centroids.shape[0]} centroids of dim {centroids.shape[1]}"
+                    )
+        return cls(centroids.astype(np.float32), meta, str(folder))
 
 
 def frames_budget(dim: int, itemsize: int, max_memory_gb: float, k: int = 1) -> int:
@@ -191,6 +220,7 @@ def sample_frames(
         if take == 0:
             continue
         frames = store.read_frames(fileid)
+        require_finite(frames, f"{store.root}: {fileid}")
         if take < n:
             frames = frames[np.sort(rng.choice(n, take, replace=False))]
         buffer[filled : filled + take] = frames
@@ -267,6 +297,8 @@ def lloyd(
 ) -> tuple[np.ndarray, float, int]:
     """Full Lloyd passes until the relative inertia gain drops below `tol`. Empty clusters
     take half of the largest cluster (its centroid nudged apart), as faiss does."""
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     centroids = centroids.astype(np.float32).copy()
     previous = math.inf
     for it in range(1, max_iter + 1):
@@ -285,6 +317,26 @@ def lloyd(
         previous = inertia
     _, _, inertia = _lloyd_pass(buffer, centroids, device, pool)
     return centroids, inertia, it
+
+
+def check_fit_options(
+    *, k: int, fraction: float, max_memory_gb: float, max_frames: int | None, max_iter: int,
+    tol: float, init_frames: int | None,
+) -> None:  # fmt: skip
+    """ValueError naming the first option out of range (before any data is read)."""
+    checks = [
+        ("k", k, k >= 2, ">= 2"),
+        ("fraction", fraction, 0 < fraction <= 1, "in (0, 1]"),
+        ("max_memory_gb", max_memory_gb, max_memory_gb > 0, "> 0"),
+        ("max_frames", max_frames, max_frames is None or max_frames >= 1, ">= 1"),
+        ("max_iter", max_iter, max_iter >= 1, ">= 1"),
+        ("tol", tol, tol >= 0, ">= 0"),
+        ("init_frames", init_frames, init_frames is None or init_frames >= 1, ">= 1"),
+    ]
+    for name, value, ok, wanted in checks:
+        # `not ok` also catches NaN, which fails every comparison
+        if not ok:
+            raise ValueError(f"{name} must be {wanted}, got {value}")
 
 
 def fit_kmeans(
@@ -306,14 +358,12 @@ def fit_kmeans(
     k-means++ seeds from `init_frames` of them (default max(10,000, 20 k)); Lloyd runs to a
     relative inertia gain of tol / 10 on 64 k of them, then to `tol` on all. `device`: "cpu"
     (faiss when installed) or a torch device such as "cuda" (default: cuda if available)."""
+    check_fit_options(
+        k=k, fraction=fraction, max_memory_gb=max_memory_gb, max_frames=max_frames,
+        max_iter=max_iter, tol=tol, init_frames=init_frames,
+    )  # fmt: skip
     if isinstance(store, str | Path):
         store = FeatureStore.open(store)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    if max_memory_gb <= 0:
-        raise ValueError(f"max_memory_gb must be > 0, got {max_memory_gb}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -1,0 +1,112 @@
+"""Feature extractors: the one factory (`build_extractor`) the CLI and the pipeline use, and
+the checks every computed feature passes (frame count, shape, finite values)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from hubertlab.data.manifest import ManifestRow
+
+KINDS = ("mfcc", "layer")
+
+
+class FeatureExtractor(Protocol):
+    """What the store and transcription need from a feature computer (MFCC, layer L...)."""
+
+    dim: int
+    frame_rate_hz: int
+
+    def settings(self) -> dict:
+        """JSON-able description (kind, layer, checkpoint, fingerprint...) saved in store.json
+        and with k-means fitted on the store."""
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames this extractor yields for a waveform of `num_samples` samples."""
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        """(num_samples,) float32 waveform -> (frames, dim) features."""
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """sha256 of a JSON-able settings dict (key order does not matter)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def describe(settings: dict, *, with_fingerprint: bool = True) -> str:
+    """'layer 6 of ckpt/ (fingerprint 1a2b3c4d5e6f)' or 'mfcc (...)', for error messages."""
+    text = settings.get("kind", "unknown")
+    if text == "layer":
+        text = f"layer {settings.get('layer')} of {settings.get('checkpoint') or 'a model object'}"
+    fingerprint = settings.get("fingerprint")
+    if with_fingerprint:
+        text += f" (fingerprint {fingerprint[:12] if fingerprint else 'not recorded'})"
+    return text
+
+
+def build_extractor(
+    kind: str,
+    checkpoint: str | Path | None = None,
+    layer: int | None = None,
+    *,
+    device: str | None = None,
+    dtype: str = "float32",
+    chunk_seconds: float = 30.0,
+    context_seconds: float = 2.0,
+) -> FeatureExtractor:
+    """MfccExtractor for kind "mfcc"; LayerExtractor of layer `layer` of `checkpoint` for
+    kind "layer" (`device`, `dtype`, `chunk_seconds`, `context_seconds` go to it)."""
+    if kind == "mfcc":
+        if checkpoint is not None or layer is not None:
+            raise ValueError("checkpoint and layer go with kind 'layer', not 'mfcc'")
+        from hubertlab.features.mfcc import MfccExtractor
+
+        return MfccExtractor()
+    if kind != "layer":
+        raise ValueError(f"feature kind must be one of {KINDS}, got {kind!r}")
+    if checkpoint is None or layer is None:
+        raise ValueError("kind 'layer' needs a checkpoint and a layer")
+    from hubertlab.features.hidden import LayerExtractor
+
+    return LayerExtractor(
+        checkpoint, layer, device=device, dtype=dtype, chunk_seconds=chunk_seconds,
+        context_seconds=context_seconds,
+    )  # fmt: skip
+
+
+def require_finite(features: np.ndarray, where: str) -> None:
+    """ValueError naming `where` (file and fileid) when features hold NaN or infinity: a NaN
+    frame is nearest to no centroid and silently becomes unit 0."""
+    finite = np.isfinite(features)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise ValueError(
+            f"{where}: features contain {bad} NaN or infinite values (audio of huge amplitude, "
+            "or a model with NaN weights?)"
+        )
+
+
+def extract_checked(
+    extractor: FeatureExtractor, row: ManifestRow, wav: np.ndarray, source: str
+) -> np.ndarray:
+    """extractor(wav) for one manifest row, checked: sample count, frame count, dim, finite.
+    Errors name `source` (the manifest) and the fileid."""
+    if wav.shape[0] != row.num_samples:
+        raise ValueError(
+            f"{source}: {row.fileid}: audio has {wav.shape[0]} samples, manifest says "
+            f"{row.num_samples}; rebuild the manifest"
+        )
+    feats = np.asarray(extractor(wav))
+    expected = extractor.num_frames(row.num_samples)
+    if feats.ndim != 2 or feats.shape != (expected, extractor.dim):
+        raise ValueError(
+            f"{source}: {row.fileid}: extractor returned shape {feats.shape}, "
+            f"expected ({expected}, {extractor.dim})"
+        )
+    require_finite(feats, f"{source}: {row.fileid}")
+    return feats
