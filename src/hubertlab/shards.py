@@ -1,4 +1,4 @@
-"""Resumable sharded writers, shared by the feature store and transcription.
+"""Resumable sharded writers, shared by the feature store, transcription and VAD.
 
 A manifest is cut into N contiguous shards; shard i's files are `shard-{i:05d}-of-{N:05d}.*`
 in one folder, so many processes (array jobs) can write different shards side by side. A
@@ -34,6 +34,22 @@ def check_shard(shard: int, num_shards: int) -> None:
     if not 0 <= shard < num_shards:
         raise ValueError(
             f"shard must be in [0, {num_shards - 1}] for {num_shards} shards, got {shard}"
+        )
+
+
+def check_meta(path: Path, meta: dict) -> None:
+    """Write a folder's settings on first use; refuse a folder written with other settings
+    (naming the keys that differ)."""
+    if not path.is_file():
+        atomic_write_json(path, meta)
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if old != meta:
+        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        raise ValueError(
+            f"{path}: written with other settings ({', '.join(diff)}: "
+            f"{[old.get(k) for k in diff]} vs {[meta.get(k) for k in diff]}); "
+            "use another folder or delete it"
         )
 
 

@@ -33,10 +33,9 @@ import numpy as np
 import soundfile as sf
 
 from hubertlab.constants import SAMPLE_RATE
-from hubertlab.curate.resumable import check_meta
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
-from hubertlab.features.store import shard_rows
 from hubertlab.fileio import atomic_open, atomic_write_json
+from hubertlab.shards import check_meta, shard_rows
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from hubertlab.curate.resumable import JsonlShardWriter
 from hubertlab.curate.speech import FileSpeech
 from hubertlab.data.audio import iter_blocks
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest
-from hubertlab.features.store import shard_rows
+from hubertlab.shards import shard_rows
 
 log = logging.getLogger(__name__)
 

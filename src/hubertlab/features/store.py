@@ -29,6 +29,7 @@ from hubertlab.fileio import atomic_write_json
 from hubertlab.shards import (
     CommittedAppender,
     check_committed_prefix,
+    check_meta,
     check_shard,
     prefetch,
     shard_name,
@@ -46,20 +47,6 @@ STORE_META = "store.json"
 DTYPES = ("float16", "float32")
 
 
-def _check_meta(path: Path, meta: dict) -> None:
-    if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old != meta:
-            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-            raise ValueError(
-                f"{path}: the store was written with other settings ({', '.join(diff)}: "
-                f"{[old.get(k) for k in diff]} vs {[meta.get(k) for k in diff]}); "
-                "use another folder or delete it"
-            )
-    else:
-        atomic_write_json(path, meta)
-
-
 class ShardWriter:
     """Appends (fileid, frames) to one shard in committed chunks; resumes a killed writer.
 
@@ -75,7 +62,7 @@ class ShardWriter:
         check_shard(shard, num_shards)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _check_meta(out / STORE_META, {**meta, "num_shards": num_shards})
+        check_meta(out / STORE_META, {**meta, "num_shards": num_shards})
         self.base = out / shard_name(shard, num_shards)
         self.dim, self.dtype = int(meta["dim"]), np.dtype(meta["dtype"])
         self.chunk_bytes = chunk_bytes
