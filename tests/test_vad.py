@@ -33,7 +33,7 @@ def test_vad_f1_against_the_synthesized_islands(longform, tmp_path, backend, flo
 def test_silero_blocks_give_the_probabilities_of_the_whole_file(longform):  # noqa: F811
     from silero_vad import get_speech_timestamps
 
-    wav = read_audio(longform / "longform/rec_0000.flac")[: 16000 * 20 + 777]
+    wav = read_audio(longform / "longform/rec_0000.flac")[: 16000 * 10 + 777]
     model = vad.load_silero()
     whole, n = vad.silero_probs([wav], model)
     odd_blocks = [wav[i : i + 12_345] for i in range(0, len(wav), 12_345)]
@@ -42,7 +42,7 @@ def test_silero_blocks_give_the_probabilities_of_the_whole_file(longform):  # no
     np.testing.assert_array_equal(whole, blocked)
     ours = vad.silero_segments(blocked, n, vad.SileroVadConfig())
     peer = get_speech_timestamps(wav, model, sampling_rate=16000)
-    assert ours == [(s["start"] / 16000, s["end"] / 16000) for s in peer]
+    assert ours and ours == [(s["start"] / 16000, s["end"] / 16000) for s in peer]
 
 
 def test_energy_vad_does_not_depend_on_block_size(longform):  # noqa: F811
