@@ -270,7 +270,7 @@ def test_transcribe_refuses_a_model_with_nan_weights(work, tmp_path, capsys):
         for p in model.parameters():
             p.fill_(float("nan"))
     save_pretrained(model, tmp_path / "nan_model")
-    KMeansModel(np.zeros((4, model.cfg.hidden_dim), np.float32)).save(tmp_path / "km")
+    KMeansModel(np.zeros((4, model.cfg.backbone.hidden_dim), np.float32)).save(tmp_path / "km")
     fails(capsys, ["transcribe", work / "manifest.csv", tmp_path / "km", tmp_path / "u3",
                    "--kind", "layer", "--checkpoint", tmp_path / "nan_model", "--layer", "1"],
           "manifest.csv: s0", "NaN or infinite")  # fmt: skip

@@ -55,10 +55,10 @@ def test_layer_fingerprint_follows_the_weights_not_the_head(tmp_path):
     assert LayerExtractor(model, 1).settings()["fingerprint"] == from_object
     # module names do not matter (a refactor or a wrapper keeps the fingerprint)
     wrapper = torch.nn.Module()
-    wrapper.inner, wrapper.cfg = model, model.cfg
+    wrapper.inner, wrapper.cfg = model.backbone, model.backbone.cfg
     assert weights_fingerprint(wrapper) == from_object
     with torch.no_grad():
-        model.encoder.layers[0].parameters().__next__().view(-1)[0] += 1e-3
+        model.backbone.encoder.layers[0].parameters().__next__().view(-1)[0] += 1e-3
     assert LayerExtractor(model, 1).settings()["fingerprint"] != from_object
 
 

@@ -97,3 +97,36 @@ def remove_stale_temps(
             removed.append(Path(entry.path))
             log.info("removed stale temp file %s", entry.path)
     return sorted(removed)
+
+
+def read_jsonl(
+    path: str | os.PathLike, *, error: type[ValueError] = ValueError
+) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for every non-blank line of a JSONL file; a line that is not a
+    JSON object raises `error` naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{where}: not valid JSON: {e}") from None
+            if not isinstance(obj, dict):
+                raise error(f"{where}: expected a JSON object")
+            yield where, obj
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:
+    """Save a matplotlib figure atomically (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)

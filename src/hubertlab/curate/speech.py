@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubertlab.constants import SAMPLE_RATE
+from hubertlab.fileio import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -123,16 +124,8 @@ def parse_line(d: object, where: str) -> FileSpeech:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[FileSpeech]:
-    path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON: {e}") from None
-            yield parse_line(d, f"{path}:{i}")
+    for where, d in read_jsonl(path):
+        yield parse_line(d, where)
 
 
 def read_speech(path: str | Path) -> list[FileSpeech]:

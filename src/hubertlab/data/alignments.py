@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE
-from hubertlab.fileio import atomic_open
+from hubertlab.fileio import atomic_open, read_jsonl
 
 SIL = "SIL"
 Segment = tuple[float, float, str]  # (onset_s, offset_s, phone)
@@ -88,26 +88,18 @@ def read_phone_records(path: str | Path) -> dict[str, PhoneRecord]:
     if not path.is_file():
         raise FileNotFoundError(f"phone alignments not found: {path}")
     records: dict[str, PhoneRecord] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise AlignmentError(f"{where}: not valid JSON: {e}") from None
-            if not isinstance(d, dict) or not isinstance(d.get("fileid"), str) or not d["fileid"]:
-                raise AlignmentError(f"{where}: expected an object with a 'fileid' string")
-            fileid = d["fileid"]
-            if fileid in records:
-                raise AlignmentError(f"{where}: fileid {fileid!r} appears twice")
-            records[fileid] = PhoneRecord(
-                fileid=fileid,
-                speaker=str(d.get("speaker", "")),
-                language=str(d.get("language", "")),
-                segments=_segments(d.get("phones"), where),
-            )
+    for where, d in read_jsonl(path, error=AlignmentError):
+        if not isinstance(d.get("fileid"), str) or not d["fileid"]:
+            raise AlignmentError(f"{where}: expected an object with a 'fileid' string")
+        fileid = d["fileid"]
+        if fileid in records:
+            raise AlignmentError(f"{where}: fileid {fileid!r} appears twice")
+        records[fileid] = PhoneRecord(
+            fileid=fileid,
+            speaker=str(d.get("speaker", "")),
+            language=str(d.get("language", "")),
+            segments=_segments(d.get("phones"), where),
+        )
     return records
 
 

@@ -47,7 +47,7 @@ def resampled_length(num_frames: int, sample_rate: int) -> int:
     return math.ceil(num_frames * SAMPLE_RATE / sample_rate)
 
 
-class _MemberWindow(io.RawIOBase):
+class MemberWindow(io.RawIOBase):
     """A seekable read-only window onto bytes [offset, offset + size) of an open file, so a
     tar member is decoded in place, block by block, without reading it whole."""
 
@@ -93,7 +93,7 @@ def _source(path: str | os.PathLike, byte_offset: int | None, byte_size: int | N
             raise AudioError(
                 f"{path}@{byte_offset}: archive ends after {max(available, 0)} of {byte_size} bytes"
             )
-        yield io.BufferedReader(_MemberWindow(f, byte_offset, byte_size), 1 << 16)
+        yield io.BufferedReader(MemberWindow(f, byte_offset, byte_size), 1 << 16)
 
 
 def _name(path, byte_offset) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hubertlab.data.audio import AudioError, read_audio
-from hubertlab.fileio import atomic_open
+from hubertlab.fileio import atomic_open, read_jsonl
 
 CSV_COLUMNS = ("fileid", "path", "num_samples")
 ARCHIVE_COLUMNS = ("archive", "byte_offset", "byte_size")
@@ -159,17 +159,8 @@ def _read_csv(path: Path) -> list[ManifestRow]:
 
 def _read_jsonl(path: Path) -> list[ManifestRow]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{i}: not valid JSON: {e}") from None
-            if not isinstance(d, dict):
-                raise ManifestError(f"{path}:{i}: expected a JSON object")
-            rows.append(_row_from_mapping(d, f"{path}:{i}"))
+    for where, d in read_jsonl(path, error=ManifestError):
+        rows.append(_row_from_mapping(d, where))
     return rows
 
 

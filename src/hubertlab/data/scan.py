@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from hubertlab.data.audio import AUDIO_EXTENSIONS, AudioError, audio_info, resampled_length
+from hubertlab.data.audio import (
+    AUDIO_EXTENSIONS,
+    AudioError,
+    MemberWindow,
+    audio_info,
+    resampled_length,
+)
 from hubertlab.data.manifest import ManifestRow, fileid_for
 
 log = logging.getLogger(__name__)
@@ -131,37 +137,6 @@ def scan_folder(
     return _collect([*rejected, *bad_names, *results])
 
 
-class _MemberReader(io.RawIOBase):
-    """A seekable read-only window onto one tar member, so headers are read in place."""
-
-    def __init__(self, f, offset: int, size: int) -> None:
-        self._f, self._offset, self._size, self._pos = f, offset, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = min(max(0, base + pos), self._size)
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        n = min(len(buffer), self._size - self._pos)
-        if n <= 0:
-            return 0
-        self._f.seek(self._offset + self._pos)
-        data = self._f.read(n)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
 def scan_tar(
     archive: str | Path, *, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, archive_name: str = ""
 ) -> ScanResult:
@@ -188,7 +163,7 @@ def scan_tar(
 
 
 def _probe_member(raw, member: tarfile.TarInfo, archive_name: str) -> ManifestRow | Rejected:
-    reader = io.BufferedReader(_MemberReader(raw, member.offset_data, member.size))
+    reader = io.BufferedReader(MemberWindow(raw, member.offset_data, member.size))
     try:
         info = sf.info(reader)
         if info.frames <= 0:

@@ -27,7 +27,7 @@ from hubertlab.evaluate.abx import (
 )
 from hubertlab.evaluate.frame_checks import check_finite, check_frame_counts, check_frame_shift
 from hubertlab.features.store import STORE_META, FeatureStore
-from hubertlab.fileio import atomic_write_json, atomic_write_text
+from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -289,10 +289,7 @@ def _plot(scores: Sequence[LayerScore], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
 
 
 def write_abx_report(

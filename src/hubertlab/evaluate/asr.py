@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hubertlab.fileio import atomic_write_json, atomic_write_text
+from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,7 @@ def _plot_buckets(rates: Sequence[ErrorRate], path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
 
 
 def write_asr_report(

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hubertlab.fileio import atomic_write_json, atomic_write_text
+from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
 from hubertlab.finetune.rttm import Turn
 
 
@@ -126,10 +126,7 @@ def _plot_f1(scores: Sequence[ClassScore], path: Path) -> None:
     ax.set_ylabel("detection F1 (%)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
 
 
 def write_detection_report(

@@ -64,7 +64,7 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
     """The fingerprint of every step of a pipeline config, by step name. A step includes the
     digests of the steps it reads, so a change upstream makes everything downstream stale."""
     from hubertlab.config import to_dict
-    from hubertlab.pipeline.steps import next_targets, train_config
+    from hubertlab.pipeline.steps import next_targets, predicts_units, train_config
 
     corpus = cfg.corpus
     files = {
@@ -92,9 +92,12 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
         kmeans["max_memory_gb"] = it.kmeans_max_memory_gb
         units = {"kmeans": digest(kmeans), "manifests": files}
         prefix = f"iteration{k}/"
-        fps.update({prefix + "features": features, prefix + "kmeans": kmeans})
-        fps[prefix + "units"] = units
-        fps[prefix + "quality"] = {"units": digest(units), "eval_phones": files["eval_phones"]}
+        if k > len(iterations) or predicts_units(cfg, k):
+            fps.update({prefix + "features": features, prefix + "kmeans": kmeans})
+            fps[prefix + "units"] = units
+            fps[prefix + "quality"] = {"units": digest(units), "eval_phones": files["eval_phones"]}
+        else:
+            units = {"manifests": files}  # self-distillation: trained on the audio alone
         if k > len(iterations):
             break  # the last model's targets: no training
         train = to_dict(train_config(cfg, k))

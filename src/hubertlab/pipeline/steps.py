@@ -54,30 +54,46 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def train_tables(cfg: PipelineConfig, k: int) -> dict[str, Any]:
+    """The [train] tables of iteration k: the shared ones with the iteration's overrides."""
+    return _merge(cfg.train, cfg.iterations[k - 1].train)
+
+
+def predicts_units(cfg: PipelineConfig, k: int) -> bool:
+    """Whether iteration k's objective trains on units (HuBERT) or needs none (SpidR,
+    DinoSR: self-distillation, so the iteration has no features/k-means/units steps)."""
+    return (train_tables(cfg, k).get("model") or {}).get("kind", "hubert") == "hubert"
+
+
 def train_config(cfg: PipelineConfig, k: int):
     """The TrainConfig of iteration k: [train] + the iteration's overrides + the paths."""
     from hubertlab.train.config import train_config_from_dict
 
     it = cfg.iterations[k - 1]
-    tables = _merge(cfg.train, it.train)
+    tables = train_tables(cfg, k)
     data = tables.setdefault("data", {})
     taken = [key for key in PIPELINE_DATA_KEYS if key in data]
     if taken:
         raise ConfigError(f"train.data.{taken[0]}: set by the pipeline, leave it out")
-    units = cfg.iteration_dir(k) / "units"
     data.update(
         train_manifest=str(cfg.corpus.train_manifest),
-        train_units=[str(units / "train" / UNITS_NAME)],
-        num_units=[it.num_units],
         valid_manifest=str(cfg.corpus.valid_manifest),
-        valid_units=[str(units / "valid" / UNITS_NAME)],
     )
+    if predicts_units(cfg, k):
+        units = cfg.iteration_dir(k) / "units"
+        data.update(
+            train_units=[str(units / "train" / UNITS_NAME)],
+            num_units=[it.num_units],
+            valid_units=[str(units / "valid" / UNITS_NAME)],
+        )
     run = tables.setdefault("run", {})
     run["out_dir"] = str(cfg.iteration_dir(k) / "train")
     run.setdefault("seed", cfg.seed)
     if it.init == "previous":
         model = tables.setdefault("model", {})
-        model.update(from_pretrained=str(cfg.iteration_dir(k - 1) / "model"), new_head=True)
+        model["from_pretrained"] = str(cfg.iteration_dir(k - 1) / "model")
+        if predicts_units(cfg, k):
+            model["new_head"] = True  # the new iteration's units are new clusters
     return train_config_from_dict(tables, where="train")
 
 
@@ -321,7 +337,8 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
     input files are hashed)."""
     steps = [_baseline_step(cfg)] if _abx_enabled(cfg) else []
     for k, it in enumerate(cfg.iterations, start=1):
-        steps += _targets_steps(cfg, k, it, splits=SPLITS)
+        if predicts_units(cfg, k):
+            steps += _targets_steps(cfg, k, it, splits=SPLITS)
         steps += _model_steps(cfg, k)
     final = next_targets(cfg)
     if final is not None:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hubertlab.fileio import atomic_write_text
+from hubertlab.fileio import atomic_write_text, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,4 @@ def plot_losses(metrics_path: str | Path, png_path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = Path(png_path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(png_path)
+    save_figure(fig, png_path)

@@ -32,7 +32,7 @@ from hubertlab.features.extractors import (
     require_finite,
 )
 from hubertlab.features.store import FeatureStore
-from hubertlab.fileio import atomic_open, atomic_write_json, atomic_write_text
+from hubertlab.fileio import atomic_open, atomic_write_json, atomic_write_text, read_jsonl
 from hubertlab.shards import (
     CommittedAppender,
     check_committed_prefix,
@@ -243,18 +243,16 @@ def read_units(path: str | Path, manifest: Manifest | None = None) -> dict[str, 
     if path.suffix == ".km":
         return _read_km(path, manifest)
     units: dict[str, np.ndarray] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                fileid, values = d["fileid"], d["units"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{line_no}: expected {{'fileid', 'units'}}") from None
-            if fileid in units:
-                raise ValueError(f"{path}:{line_no}: fileid {fileid!r} appears twice")
-            units[fileid] = np.asarray(values, dtype=np.int32)
+    for where, d in read_jsonl(path):
+        if "fileid" not in d or "units" not in d:
+            raise ValueError(f"{where}: expected {{'fileid', 'units'}}")
+        fileid = d["fileid"]
+        if fileid in units:
+            raise ValueError(f"{where}: fileid {fileid!r} appears twice")
+        try:
+            units[fileid] = np.asarray(d["units"], dtype=np.int32)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: units of {fileid!r} are not integers") from None
     return units
 
 
