@@ -1,140 +1,82 @@
-"""Tar shards: WebDataset reads them, the index reads members in place, reading is safe."""
+"""The committed-append writer shared by the feature store and transcription."""
 
-import csv
-import io
+from __future__ import annotations
+
 import json
-import tarfile
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-from hubertlab.cli import main
-from hubertlab.constants import num_frames
-from hubertlab.curate.shards import TarReport, iter_members, read_shard, safe_key, write_shards
-from hubertlab.data.manifest import ManifestRow, read_manifest, write_manifest
+from hubertlab.shards import CommittedAppender, check_committed_prefix, shard_name, shard_rows
+
+FILES = {".a": "a_bytes", ".b": "b_bytes"}
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    """Five files with awkward fileids (folders, dots), plus a span row; and their units."""
-    rng = np.random.default_rng(0)
-    rows, units = [], {}
-    for i, fid in enumerate(["a/x.1", "a/x_1", "b.c/d", "e", "f/g/h"]):
-        n = 8000 + 1000 * i
-        wav = (rng.standard_normal(n) * 0.1).astype(np.float32)
-        sf.write(tmp_path / f"w{i}.wav", wav, 16000, subtype="PCM_16")
-        rows.append(ManifestRow(fid, f"w{i}.wav", n))
-    rows.append(ManifestRow("span", "w4.wav", 4000, start=2000))
-    for row in rows:
-        units[row.fileid] = np.arange(num_frames(row.num_samples)) % 7
-    write_manifest(rows, tmp_path / "m.csv")
-    with open(tmp_path / "units.jsonl", "w") as f:
-        for fid, u in units.items():
-            f.write(json.dumps({"fileid": fid, "units": u.tolist()}) + "\n")
-    return tmp_path
+def write(base, items, *, commit_every=2, on_commit=None):
+    appender = CommittedAppender(base, FILES, ("frames",), on_commit=on_commit)
+    for i, text in enumerate(items[appender.utterances :], start=appender.utterances):
+        appender.append({".a": text.encode(), ".b": f"{i}\n".encode()}, frames=len(text))
+        if appender.pending_utterances >= commit_every:
+            appender.commit()
+    appender.mark_done()
+    return appender
 
 
-def test_keys_have_no_dots_or_slashes():
-    assert safe_key(3, "a/b.c d") == "000000003_a_b_c_d"
+def test_resume_drops_uncommitted_bytes_and_continues(tmp_path):
+    items = [f"item{i}|" for i in range(7)]
+    whole = write(tmp_path / "whole" / shard_name(0, 1), items)
+    assert whole.done and not whole.path(".progress.json").exists()
+
+    base = tmp_path / "killed" / shard_name(0, 1)
+
+    def crash(done):
+        if done == 4:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        write(base, items, on_commit=crash)
+    progress = json.loads(base.with_suffix(".progress.json").read_text())
+    assert progress == {"utterances": 4, "frames": 24, "a_bytes": 24, "b_bytes": 8}
+    with open(base.with_suffix(".a"), "ab") as f:
+        f.write(b"half-written")  # a kill in the middle of a commit
+    resumed = CommittedAppender(base, FILES, ("frames",))
+    assert resumed.utterances == 4 and base.with_suffix(".a").stat().st_size == 24
+    write(base, items)
+    for suffix in FILES:
+        assert base.with_suffix(suffix).read_bytes() == whole.path(suffix).read_bytes()
+    # a finished shard is left alone
+    again = CommittedAppender(base, FILES, ("frames",))
+    assert again.done and again.utterances == 0
 
 
-def test_shards_roundtrip_and_index_reads_in_place(corpus, tmp_path, capsys):
-    out = tmp_path / "shards"
-    args = ["shard", str(corpus / "m.csv"), str(out), "--num-shards", "2",
-            "--units", str(corpus / "units.jsonl")]  # fmt: skip
-    assert main(args) == 0
-    source = read_manifest(corpus / "m.csv")
-    samples = [s for i in range(2) for s in read_shard(out / f"shard-{i:06d}.tar")]
-    assert [s["fileid"] for s in samples] == [r.fileid for r in source]
-    for s, row in zip(samples, source, strict=True):
-        np.testing.assert_allclose(s["audio"], source.read_audio(source.index(row.fileid)),
-                                   atol=1 / 32768)  # fmt: skip
-        assert s["num_samples"] == row.num_samples == len(s["audio"])
-        assert len(s["units"]) == num_frames(row.num_samples)
-    # The tar-member manifest reads each FLAC member by byte offset, like a scanned tar.
-    members = read_manifest(out / "manifest.csv")
-    assert members[5].fileid == "span" and members[5].archive == "shard-000001.tar"
-    np.testing.assert_array_equal(members.read_audio(5), samples[5]["audio"])
-    with open(out / "index.csv") as f:
-        entry = list(csv.DictReader(f))[2]
-    with open(out / entry["shard"], "rb") as f:
-        f.seek(int(entry["json_offset"]))
-        assert json.loads(f.read(int(entry["json_size"])))["fileid"] == "b.c/d"
+def test_bad_progress_is_refused_naming_the_file(tmp_path):
+    base = tmp_path / shard_name(0, 1)
+    base.with_suffix(".progress.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"progress.json: not valid JSON"):
+        CommittedAppender(base, FILES)
+    base.with_suffix(".progress.json").write_text('{"utterances": 1}')
+    with pytest.raises(ValueError, match="expected counts"):
+        CommittedAppender(base, FILES)
+    base.with_suffix(".progress.json").write_text('{"utterances": 1, "a_bytes": 10, "b_bytes": 0}')
+    with pytest.raises(ValueError, match=r"\.a: missing, but"):
+        CommittedAppender(base, FILES)
+    base.with_suffix(".a").write_bytes(b"short")
+    with pytest.raises(ValueError, match=r"\.a: shorter than the committed 10 bytes"):
+        CommittedAppender(base, FILES)
 
 
-def test_rerun_keeps_finished_shards(corpus, tmp_path):
-    out = tmp_path / "s"
-    write_shards(corpus / "m.csv", out, 2)
-    before = (out / "shard-000000.tar").stat().st_mtime_ns
-    (out / "shard-000001.tar").unlink()
-    write_shards(corpus / "m.csv", out, 2)
-    assert (out / "shard-000000.tar").stat().st_mtime_ns == before
-    assert len(list(read_shard(out / "shard-000001.tar"))) == 3
-    with pytest.raises(ValueError, match="other settings"):
-        write_shards(corpus / "m.csv", out, 3)
+def test_committed_prefix_must_match_the_rows(tmp_path):
+    appender = write(tmp_path / shard_name(0, 1), ["x", "y"])
+    appender.progress["utterances"] = 2
+    check_committed_prefix(appender, ["a", "b"], ["a", "b", "c"], "m.csv")
+    with pytest.raises(ValueError, match="manifest changed"):
+        check_committed_prefix(appender, ["a", "c"], ["a", "b", "c"], "m.csv")
+    with pytest.raises(ValueError, match="this shard of m.csv has 1"):
+        check_committed_prefix(appender, ["a", "b"], ["a"], "m.csv")
 
 
-def test_webdataset_reads_our_shards(corpus, tmp_path):
-    import torch
-    import webdataset as wds
-
-    out = tmp_path / "s"
-    write_shards(corpus / "m.csv", out, 2)
-    urls = [str(out / f"shard-{i:06d}.tar") for i in range(2)]
-    dataset = (
-        wds.WebDataset(urls, nodesplitter=wds.split_by_node, shardshuffle=False)
-        .decode()
-        .to_tuple("__key__", "flac", "json")
-    )
-    keys, fileids = [], []
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
-    for key, flac, meta in loader:
-        keys.append(key)
-        fileids.append(meta["fileid"])
-        data, rate = sf.read(io.BytesIO(flac)) if isinstance(flac, bytes) else (flac, 16000)
-        assert rate == 16000 and len(data) == meta["num_samples"]
-    # Two workers take one shard each.
-    assert sorted(fileids) == sorted(r.fileid for r in read_manifest(corpus / "m.csv"))
-    assert all("." not in k for k in keys)
-
-
-def _tar_with(path, member: tarfile.TarInfo, data: bytes = b""):
-    with tarfile.open(path, "w") as tar:
-        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
-
-
-@pytest.mark.parametrize(
-    "make, match",
-    [
-        (lambda: tarfile.TarInfo("../evil.flac"), "'..'"),
-        (lambda: tarfile.TarInfo("/abs.flac"), "absolute"),
-        (lambda: _link("x.flac", tarfile.SYMTYPE), "link"),
-        (lambda: _link("x.flac", tarfile.LNKTYPE), "link"),
-        (lambda: _link("x.flac", tarfile.CHRTYPE), "device"),
-    ],
-)
-def test_unsafe_members_are_refused(tmp_path, make, match):
-    _tar_with(tmp_path / "bad.tar", make())
-    with pytest.raises(ValueError, match=match):
-        list(iter_members(tmp_path / "bad.tar"))
-
-
-def _link(name, kind):
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, "/etc/passwd"
-    return info
-
-
-def test_truncated_shard_keeps_the_members_before_the_damage(corpus, tmp_path):
-    out = tmp_path / "s"
-    write_shards(corpus / "m.csv", out, 1)
-    shard = out / "shard-000000.tar"
-    with open(out / "index.csv") as f:
-        cut = int(list(csv.DictReader(f))[3]["flac_offset"]) + 100  # inside sample 3's audio
-    data = shard.read_bytes()[:cut]
-    shard.write_bytes(data)
-    report: list[TarReport] = []
-    samples = list(read_shard(shard, report))
-    assert [s["fileid"] for s in samples] == ["a/x.1", "a/x_1", "b.c/d"]
-    assert report[0].members == 6 and "damaged after 6 members" in report[0].error
+def test_shard_rows_partition():
+    rows = list(range(10))
+    parts = [shard_rows(rows, i, 3) for i in range(3)]
+    assert [len(p) for p in parts] == [3, 3, 4] and sum(parts, []) == rows
+    with pytest.raises(ValueError, match="shard must be in"):
+        shard_rows(rows, 3, 3)

@@ -15,7 +15,7 @@ from hubertlab.data.alignments import AbxItem
 from hubertlab.evaluate.abx import AbxConfig, abx_scores, prepare_abx, read_item_file
 from hubertlab.evaluate.abx_dtw import _length_bins, dtw_batch
 
-ASSETS = Path(__file__).parent / "assets" / "abx"
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "abx"
 HEADER = "#file onset offset #phone prev-phone next-phone speaker"
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from hubertlab.models.checkpoint import from_pretrained
 
-ASSETS = Path(__file__).resolve().parent / "assets" / "legacy"
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "legacy"
 
 
 @pytest.mark.parametrize("source", ["step_00000004.pt", "pretrained"])

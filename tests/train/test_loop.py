@@ -21,7 +21,7 @@ from tests.train_fixtures import make_corpus, write_config
 
 SECONDS = [1.0, 1.5, 0.8, 2.0, 1.2, 0.6, 1.7, 0.9]
 NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "input_dropout": 0.0}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -90,5 +90,5 @@ def test_warmup_fraction_cosine_constant_and_tri_stage():
 
 
 def test_example_config_loads():
-    cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-demo.toml")
+    cfg = load_train_config(Path(__file__).resolve().parents[2] / "configs" / "tiny-demo.toml")
     assert cfg.model.preset == "tiny"
