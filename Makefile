@@ -22,6 +22,9 @@ install: $(BIN)/python
 		$(BIN)/pip install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS); \
 	fi
 	$(BIN)/pip install -q -e ".[dev]"
+	@# Test-only reference implementation of SpidR/DinoSR (its metadata asks for Python >= 3.12
+	@# and pins heavy extras it does not need to import its models).
+	$(BIN)/pip install -q --no-deps --ignore-requires-python "spidr==0.2.0"
 
 demo: install
 	$(BIN)/hubertlab demo $(DEMO_OUT)
