@@ -51,6 +51,10 @@ class DistillOutput:
 class DistillModel(nn.Module):
     """SpidR or DinoSR (cfg.kind); see the module doc."""
 
+    # Trained on audio standardised per utterance by the data path (not inside the model):
+    # feature extraction must standardise too.
+    expects_standardized_audio = True
+
     def __init__(self, cfg: DistillConfig) -> None:
         super().__init__()
         self.cfg = cfg
