@@ -91,6 +91,8 @@ def abx_per_layer(
     """
     config = config or AbxConfig(frame_shift_s=1.0 / LABEL_RATE_HZ)
     check_frame_shift(config.frame_shift_s, LABEL_RATE_HZ, f"{source} (its CNN hops 20 ms)")
+    # SpidR/DinoSR expect audio standardised per utterance (by the data path, not the model).
+    standardize = getattr(model, "expects_standardized_audio", False)
     model = getattr(model, "backbone", model)  # a whole model, or its Backbone
     num_layers = model.cfg.num_layers
     layers = list(range(1, num_layers + 1)) if layers is None else sorted(set(layers))
@@ -107,7 +109,8 @@ def abx_per_layer(
     for row in rows:
         if row.fileid not in plan.by_file:
             continue
-        wav = torch.from_numpy(row.read_audio(manifest.root)).to(device)[None]  # (1, samples)
+        wav = row.read_audio(manifest.root, standardize=standardize)
+        wav = torch.from_numpy(wav).to(device)[None]  # (1, samples)
         hidden, frame_lengths = model.extract_features(wav, output_layer=max(layers))
         if int(frame_lengths[0]) != expected[row.fileid]:
             raise ValueError(
