@@ -163,3 +163,39 @@ def test_the_teacher_starts_apart_from_the_student_and_gets_no_gradient():
     assert not any(p.requires_grad for p in teacher.values())
     model.train()
     assert not model.teacher.training
+
+
+def test_a_padded_row_gives_the_outputs_and_targets_of_the_row_alone():
+    """Unlike the spidr package (instance norm over padding too), targets of a padded row are
+    normalised over its valid frames: batching never changes a row's targets or loss."""
+    _, ours = pair("spidr")
+    ours.eval()
+    waveforms, _, mask = batch(seed=3)
+    short = 12000  # row 1 padded to 16000 samples
+    frames = int(ours.backbone.frame_lengths(short))
+    mask[1, frames:] = False
+    with torch.no_grad():
+        both = ours(waveforms, torch.tensor([16000, short]), mask=mask)
+        alone = ours(waveforms[1:, :short], mask=mask[1:, :frames])
+        hidden, _ = ours.intermediate_outputs(waveforms, torch.tensor([16000, short]))
+        hidden_alone, _ = ours.intermediate_outputs(waveforms[1:, :short])
+    n0 = int(mask[0].sum())
+    torch.testing.assert_close(both.frame_losses[n0:], alone.frame_losses, atol=1e-5, rtol=1e-5)
+    assert torch.equal(both.labels[:, n0:], alone.labels)
+    for a, b in zip(hidden, hidden_alone, strict=True):
+        torch.testing.assert_close(a[1:, :frames], b, atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_states_are_an_option_of_the_outputs():
+    theirs, ours = pair("dinosr")
+    theirs.eval(), ours.eval()
+    waveforms, _, _ = batch()
+    with torch.no_grad():
+        expected = theirs.student.get_intermediate_outputs(
+            theirs.feature_projection(theirs.feature_extractor(waveforms)), before_residual=False
+        )
+        hidden, _ = ours.intermediate_outputs(waveforms, before_residual=False)
+        layers, _ = ours.backbone.extract_features(waveforms)
+    for a, b, c in zip(expected, hidden, layers[1:], strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        assert torch.equal(b, c)

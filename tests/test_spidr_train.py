@@ -176,3 +176,27 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
     ddp = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "ddp" / "checkpoints"))
     for key, value in one["model"].items():
         torch.testing.assert_close(value, ddp["model"][key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_a_collapsing_codebook_is_warned_about(corpus, tmp_path, caplog):
+    from hubertlab.tasks import build_task
+
+    cfg = load_train_config(write_config(tmp_path / "c.toml", corpus[0], tmp_path / "run"))
+    task = build_task(cfg)
+    totals = {name: 0.0 for name in task.metric_names}
+    totals.update(loss_sum=50.0, num_masked=100.0, correct=10.0)
+    for c in range(2):
+        totals[f"target.{c}.3"] = 100.0  # every frame on one codeword
+        for k in range(16):
+            totals[f"pred.{c}.{k}"] = 100.0 / 16
+    with caplog.at_level("WARNING"):
+        summary = task.summarize(totals)
+    assert summary["target_ppl"] == pytest.approx(1.0, abs=1e-4)
+    assert summary["pred_ppl"] == pytest.approx(16.0, abs=1e-3)
+    assert "collapsing" in caplog.text
+    caplog.clear()
+    for c in range(2):
+        for k in range(16):
+            totals[f"target.{c}.{k}"] = 100.0 / 16
+    assert task.summarize(totals)["target_ppl"] == pytest.approx(16.0, abs=1e-3)
+    assert "collapsing" not in caplog.text

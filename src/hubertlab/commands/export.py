@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hubertlab.models.checkpoint import export_transformers, from_pretrained, save_pretrained
+from hubertlab.models.hubert import HubertModel
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,10 +38,11 @@ def run(args: argparse.Namespace) -> int:
         from hubertlab.models.spidr_io import export_spidr
 
         if not isinstance(model, DistillModel):
-            print(f"error: {args.checkpoint} is not a SpidR/DinoSR model; --to spidr needs one")
-            return 2
+            raise ValueError(f"{args.checkpoint}: not a SpidR/DinoSR model; --to spidr needs one")
         out = export_spidr(model, args.out)
     elif args.to == "hf":
+        if not isinstance(model, HubertModel):
+            raise ValueError(f"{args.checkpoint}: --to hf exports HuBERT models only")
         out = export_transformers(model, args.out)
     else:
         out = save_pretrained(model, args.out)

@@ -91,15 +91,23 @@ class DistillModel(nn.Module):
     # --- Outputs as the spidr package defines them ---
 
     def intermediate_outputs(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        *,
+        before_residual: bool = True,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The student's intermediate output of every layer (feed-forward output before the
         residual add; spidr's get_intermediate_outputs), each (batch, frames, dim), and the
-        frame lengths. No masking; call eval() for dropout-free outputs."""
+        frame lengths. With before_residual=False, the usual hidden states (layer outputs,
+        as Backbone.extract_features gives them without the input entry). No masking; call
+        eval() for dropout-free outputs."""
         features, valid, frame_lengths = self.backbone.cnn_features(waveforms, lengths)
         feats = self.backbone.feature_proj(self.backbone.feature_norm(features))
-        _, ffns = self.backbone.encoder.run(feats, valid, ffn_outputs=True)
-        return ffns, frame_lengths
+        hidden, ffns = self.backbone.encoder.run(
+            feats, valid, keep_all=not before_residual, ffn_outputs=before_residual
+        )
+        return (ffns if before_residual else hidden[1:]), frame_lengths
 
     def codebook_predictions(
         self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None

@@ -76,6 +76,11 @@ class DistillTask(TaskBase):
             raise ValueError(
                 f"data.train_units: {cfg.model.kind} learns from its own teacher; give no units"
             )
+        if cfg.run.fsdp:
+            raise ValueError(
+                f"run.fsdp: {cfg.model.kind} trains with DDP only (its EMA teacher and "
+                "codebooks are not sharded); set run.fsdp = false"
+            )
         if cfg.model.from_pretrained is None:
             model_config(cfg).backbone.check_frame_layout()
 
