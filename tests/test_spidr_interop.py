@@ -123,3 +123,23 @@ def test_features_abx_and_codebook_units_from_a_spidr_checkpoint(
     assert main(["transcribe", manifest, str(out), "--checkpoint", str(spidr_dir),
                  "--codebook-layer", "1"]) != 0  # fmt: skip
     assert "no codebook head" in capsys.readouterr().err
+
+
+def test_abx_of_intermediate_outputs_scores_what_the_model_gives(demo_corpus, spidr_dir):
+    from hubertlab.data.manifest import read_manifest
+    from hubertlab.evaluate.abx import AbxConfig, abx_scores
+    from hubertlab.evaluate.abx_sweep import abx_per_layer
+
+    model = from_pretrained(spidr_dir).eval()
+    manifest = read_manifest(demo_corpus / "manifest.csv")
+    item = demo_corpus / "abx.item"
+    config = AbxConfig(frame_shift_s=0.02)
+    scores = abx_per_layer(model, manifest, item, layers=[2], config=config, intermediate=True)
+    with torch.inference_mode():
+        features = {
+            row.fileid: model.intermediate_outputs(
+                torch.from_numpy(manifest.read_audio(i, standardize=True))[None]
+            )[0][1][0].numpy()
+            for i, row in enumerate(manifest)
+        }
+    assert scores[0].results == abx_scores(features, item, config)

@@ -200,3 +200,9 @@ def test_a_collapsing_codebook_is_warned_about(corpus, tmp_path, caplog):
             totals[f"target.{c}.{k}"] = 100.0 / 16
     assert task.summarize(totals)["target_ppl"] == pytest.approx(16.0, abs=1e-3)
     assert "collapsing" not in caplog.text
+
+
+def test_the_example_config_loads():
+    cfg = load_train_config(REPO / "configs" / "spidr-tiny-demo.toml")
+    assert cfg.model.kind == "spidr" and cfg.model.preset == "tiny"
+    assert not cfg.data.train_units
