@@ -164,10 +164,12 @@ class DistillModel(nn.Module):
         x = self.backbone.input_dropout(feats)
         x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
         skip = self.backbone.layerdrop_skips(layerdrop_generator)
-        log_probs = [
-            F.log_softmax(head(h[mask]), dim=-1)
-            for head, h in zip(self.heads, self._head_inputs(x, valid, skip), strict=True)
-        ]
+        selected: dict[int, torch.Tensor] = {}  # DinoSR's heads share one input: select once
+        log_probs = []
+        for head, h in zip(self.heads, self._head_inputs(x, valid, skip), strict=True):
+            if id(h) not in selected:
+                selected[id(h)] = h[mask]  # (N, dim)
+            log_probs.append(F.log_softmax(head(selected[id(h)]), dim=-1))
         targets = [t[mask] for t in self.teacher_targets(feats.detach(), valid)]
         labels = self.codebooks.assign(targets)  # (codebooks, N)
         frame_losses = -torch.stack(
