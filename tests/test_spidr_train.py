@@ -206,3 +206,19 @@ def test_the_example_config_loads():
     cfg = load_train_config(REPO / "configs" / "spidr-tiny-demo.toml")
     assert cfg.model.kind == "spidr" and cfg.model.preset == "tiny"
     assert not cfg.data.train_units
+
+
+def test_cnn_and_projection_freeze_together_and_the_teacher_never_trains(corpus, tmp_path):
+    from hubertlab.tasks import build_task
+
+    path = write_config(
+        tmp_path / "c.toml", corpus[0], tmp_path / "run", model={"freeze_cnn_from_step": 5}
+    )
+    task = build_task(load_train_config(path))
+    model = task.build_model()
+    last_norm = "backbone.encoder.layers.1.ffn_norm.weight"  # SpidR: no loss term reads it
+    for name, _ in model.named_parameters():
+        frozen_later = name.startswith(("backbone.cnn.", "backbone.feature_"))
+        never = name.startswith("teacher.") or name == last_norm or name == last_norm[:-6] + "bias"
+        assert task.trainable(name, 0) is not never, name
+        assert task.trainable(name, 5) is not (never or frozen_later), name
