@@ -20,6 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--features", help="feature store (hubertlab features) or folder of <fileid>.npy arrays"
     )
     p.add_argument("--layers", default="all", help="with --checkpoint: 'all' or e.g. 1,2,6")
+    p.add_argument(
+        "--intermediate",
+        action="store_true",
+        help="SpidR/DinoSR --checkpoint: score each layer's intermediate output (feed-forward "
+        "before the residual, as the SpidR paper does) instead of its hidden state",
+    )
     p.add_argument("--out", required=True, help="folder for abx.json, abx.md, abx.png")
     p.add_argument(
         "--frame-shift",
@@ -99,7 +105,13 @@ def run(args: argparse.Namespace) -> int:
 
         model = from_pretrained(args.checkpoint)
         scores = abx_sweep.abx_per_layer(
-            model, manifest, args.item_file, layers=layers, config=config, source=args.checkpoint
+            model,
+            manifest,
+            args.item_file,
+            layers=layers,
+            config=config,
+            source=args.checkpoint,
+            intermediate=args.intermediate,
         )
     else:
         scores = [abx_sweep.abx_of_features(features, args.item_file, config, name, source=where)]

@@ -1,10 +1,11 @@
-"""hubertlab export CHECKPOINT OUT --to hf|hubertlab"""
+"""hubertlab export CHECKPOINT OUT --to hf|hubertlab|spidr"""
 
 from __future__ import annotations
 
 import argparse
 
 from hubertlab.models.checkpoint import export_transformers, from_pretrained, save_pretrained
+from hubertlab.models.hubert import HubertModel
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,10 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="folder to write")
     p.add_argument(
         "--to",
-        choices=["hf", "hubertlab"],
+        choices=["hf", "hubertlab", "spidr"],
         default="hf",
         help="hf: a dir transformers.HubertModel.from_pretrained loads (no pretraining head); "
-        "hubertlab: model.safetensors + config.json, head included",
+        "hubertlab: model.safetensors + config.json, head included; spidr (SpidR/DinoSR "
+        "models): OUT.pt (or OUT/<kind>.pt) + config.json that the spidr package loads",
     )
     p.add_argument(
         "--num-units",
@@ -31,7 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {"num_units": tuple(args.num_units)} if args.num_units else {}
     model = from_pretrained(args.checkpoint, **overrides)
-    if args.to == "hf":
+    if args.to == "spidr":
+        from hubertlab.models.spidr import DistillModel
+        from hubertlab.models.spidr_io import export_spidr
+
+        if not isinstance(model, DistillModel):
+            raise ValueError(f"{args.checkpoint}: not a SpidR/DinoSR model; --to spidr needs one")
+        out = export_spidr(model, args.out)
+    elif args.to == "hf":
+        if not isinstance(model, HubertModel):
+            raise ValueError(f"{args.checkpoint}: --to hf exports HuBERT models only")
         out = export_transformers(model, args.out)
     else:
         out = save_pretrained(model, args.out)

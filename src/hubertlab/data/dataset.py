@@ -98,9 +98,13 @@ class UnitDataset(torch.utils.data.Dataset):
         *,
         min_samples: int = 0,
         unit_names: Sequence[str] = (),
+        standardize: bool = False,
     ) -> None:
         names = list(unit_names) or [f"unit set {i}" for i in range(len(unit_sets))]
         self.manifest = manifest
+        # Zero mean, unit variance per utterance (the whole file, before any crop), as the
+        # models that expect it (SpidR, DinoSR, HuBERT large) were trained.
+        self.standardize = standardize
         self.rows: list[int] = []
         missing, short = [], 0
         for i, row in enumerate(manifest):
@@ -150,7 +154,7 @@ class UnitDataset(torch.utils.data.Dataset):
         row = self.manifest[self.rows[key.index]]
         failed = {"key": key, "wav": None, "units": [None] * len(self.unit_sets)}
         try:
-            wav = row.read_audio(self.manifest.root)
+            wav = row.read_audio(self.manifest.root, standardize=self.standardize)
         except Exception as e:  # noqa: BLE001 - any decoding failure skips the item
             log.warning("skipping unreadable audio %s (%s): %s", row.fileid, row.path, e)
             return failed

@@ -81,8 +81,11 @@ def abx_per_layer(
     layers: Sequence[int] | None = None,
     config: AbxConfig | None = None,
     source: str = "model",
+    intermediate: bool = False,
 ) -> list[LayerScore]:
     """ABX of the given transformer layers (default: all, 1..L; 0 is the transformer input).
+    With `intermediate` (SpidR/DinoSR models), each layer's intermediate output (feed-forward
+    output before the residual add) is scored instead of its hidden state.
 
     Each file of the item file goes through the model once; only the token frames of each
     layer are kept, so memory is ~ (token frames) x dim x 4 bytes per layer. `source` (e.g.
@@ -91,11 +94,17 @@ def abx_per_layer(
     """
     config = config or AbxConfig(frame_shift_s=1.0 / LABEL_RATE_HZ)
     check_frame_shift(config.frame_shift_s, LABEL_RATE_HZ, f"{source} (its CNN hops 20 ms)")
+    # SpidR/DinoSR expect audio standardised per utterance (by the data path, not the model).
+    standardize = getattr(model, "expects_standardized_audio", False)
+    if intermediate and not hasattr(model, "intermediate_outputs"):
+        raise ValueError(f"{source}: intermediate outputs need a SpidR/DinoSR model")
+    whole = model
     model = getattr(model, "backbone", model)  # a whole model, or its Backbone
     num_layers = model.cfg.num_layers
     layers = list(range(1, num_layers + 1)) if layers is None else sorted(set(layers))
-    if not layers or any(not 0 <= layer <= num_layers for layer in layers):
-        raise ValueError(f"layers must lie in [0, {num_layers}], got {layers}")
+    lowest = 1 if intermediate else 0
+    if not layers or any(not lowest <= layer <= num_layers for layer in layers):
+        raise ValueError(f"layers must lie in [{lowest}, {num_layers}], got {layers}")
     with gc_paused():
         tokens = read_item_file(item_file)
         rows = manifest_rows_for(manifest, {t.fileid for t in tokens}, item_file)
@@ -103,12 +112,19 @@ def abx_per_layer(
         plan = prepare_abx(tokens, expected, config, item_file=str(item_file))
     device = torch.device(config.device)
     model = model.to(device).eval()
+    if intermediate:
+        whole = whole.to(device).eval()
     buffers: dict[int, torch.Tensor] = {}
     for row in rows:
         if row.fileid not in plan.by_file:
             continue
-        wav = torch.from_numpy(row.read_audio(manifest.root)).to(device)[None]  # (1, samples)
-        hidden, frame_lengths = model.extract_features(wav, output_layer=max(layers))
+        wav = row.read_audio(manifest.root, standardize=standardize)
+        wav = torch.from_numpy(wav).to(device)[None]  # (1, samples)
+        if intermediate:
+            outputs, frame_lengths = whole.intermediate_outputs(wav)
+            hidden = [None, *outputs]  # hidden[L]: layer L, as extract_features numbers them
+        else:
+            hidden, frame_lengths = model.extract_features(wav, output_layer=max(layers))
         if int(frame_lengths[0]) != expected[row.fileid]:
             raise ValueError(
                 f"{manifest.source}: {row.fileid!r} gave {int(frame_lengths[0])} frames, "

@@ -80,7 +80,9 @@ class LayerExtractor:
         # A shallow copy shares the weights; the waveform is standardised here, over the whole
         # file, so per-chunk standardisation inside the model is switched off on the copy.
         self.fingerprint = weights_fingerprint(backbone)
-        self.standardize = bool(backbone.cfg.normalize_waveform)
+        self.standardize = bool(backbone.cfg.normalize_waveform) or getattr(
+            model, "expects_standardized_audio", False
+        )
         self.model = copy.copy(backbone)
         self.model.cfg = dataclasses.replace(backbone.cfg, normalize_waveform=False)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -74,22 +74,44 @@ class Encoder(nn.Module):
         """Run layers 1..num_layers on x (batch, frames, dim); `valid` (batch, frames) bool or
         None when nothing is padded. Returns [input, layer outputs...] if keep_all, else
         [last output]."""
+        hidden, _ = self.run(x, valid, num_layers=num_layers, skip=skip, keep_all=keep_all)
+        return hidden
+
+    def run(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor | None,
+        *,
+        num_layers: int | None = None,
+        skip: list[bool] | None = None,
+        keep_all: bool = False,
+        ffn_outputs: bool = False,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """forward, plus (with ffn_outputs) every layer's feed-forward output before its
+        residual add (SpidR's intermediate outputs), one per layer run. A layer skipped by
+        layerdrop leaves the hidden state as it was, but still gives its feed-forward output
+        when asked (as the spidr package does)."""
         attn_mask = None
         if valid is not None:
             x = x * valid[..., None].to(x.dtype)  # padded frames must not leak into pos_conv
             attn_mask = valid[:, None, None, :]  # (batch, 1, 1, frames): True = attend
-        x = x + self.pos_conv(x)
+        x = x + self.pos_conv(x, valid)
         if not self.pre_ln:
             x = self.norm(x)
         x = self.dropout(x)
-        outputs = [x]
+        hidden, ffns = [x], []
         stop = len(self.layers) if num_layers is None else num_layers
         for i, layer in enumerate(self.layers[:stop]):
-            if skip is None or not skip[i]:
+            skipped = skip is not None and skip[i]
+            if ffn_outputs:
+                out, ffn = layer.forward_with_ffn(x, attn_mask)
+                ffns.append(ffn)
+                x = x if skipped else out
+            elif not skipped:
                 x = layer(x, attn_mask)
             if keep_all:
-                outputs.append(x)
-        return outputs if keep_all else [x]
+                hidden.append(x)
+        return (hidden if keep_all else [x]), ffns
 
 
 class Backbone(nn.Module):

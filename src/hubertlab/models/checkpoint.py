@@ -121,16 +121,19 @@ def _unreadable(path: Path, detail: str) -> CheckpointError:
     )
 
 
-def save_pretrained(model: HubertModel, out_dir: str | Path) -> Path:
-    """Write model.safetensors and config.json (head included) to `out_dir`."""
+def save_pretrained(model: torch.nn.Module, out_dir: str | Path) -> Path:
+    """Write model.safetensors and config.json (head included) to `out_dir`; config.json
+    records the model kind ("hubert", "spidr", "dinosr") and its config."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = out_dir / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
     tmp.replace(out_dir / WEIGHTS_NAME)
+    kind = getattr(model.cfg, "kind", "hubert")
     atomic_write_json(
-        out_dir / CONFIG_NAME, {"format": "hubertlab", "model_config": to_dict(model.cfg)}
+        out_dir / CONFIG_NAME,
+        {"format": "hubertlab", "model_kind": kind, "model_config": to_dict(model.cfg)},
     )
     return out_dir
 
@@ -140,11 +143,20 @@ def training_checkpoint(model: HubertModel, **extra: Any) -> dict[str, Any]:
     return {"model": model.state_dict(), "model_config": to_dict(model.cfg), **extra}
 
 
-def from_pretrained(path: str | Path, *, keep_head: bool = True, **overrides: Any) -> HubertModel:
+def from_pretrained(
+    path: str | Path, *, keep_head: bool = True, **overrides: Any
+) -> torch.nn.Module:
     """Load a HubertModel from our dir or training checkpoint, a transformers dir, a torchaudio
     state dict or a fairseq checkpoint. `overrides` replace config fields (e.g. dropouts, or
     `num_units` for a new head). The head is dropped (freshly initialised) when `keep_head` is
-    False, when the source has none, or when `overrides` change its shape."""
+    False, when the source has none, or when `overrides` change its shape.
+
+    SpidR/DinoSR (our dirs and checkpoints, the spidr package's files) load as a whole
+    DistillModel (teacher and codebooks included; `keep_head` does not apply)."""
+    from hubertlab.models import spidr_io
+
+    if spidr_io.distill_kind(path) is not None:
+        return spidr_io.load_distill(path, **overrides)
     cfg, state = read_checkpoint(path, num_units=overrides.get("num_units"))
     return build_model(cfg, state, keep_head=keep_head, where=str(path), **overrides)
 

@@ -137,7 +137,8 @@ class PositionalConv(nn.Module):
         self.weight_g = nn.Parameter(v.norm(dim=(0, 1), keepdim=True))
         self.bias = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x (batch, frames, dim) with padded frames already zeroed; `valid` is not needed."""
         # weight_v * weight_g / ||weight_v|| over dims 0 and 1, as torch's weight_norm computes
         # it: one fused kernel each way (the same expression spelt out in Python took ~2% of a
         # HuBERT-base training step on CPU).
@@ -153,7 +154,8 @@ class PositionalConv(nn.Module):
 class StackedPositionalConv(nn.Module):
     """Convolutional position embedding of data2vec 2 / SpidR: `num_layers` grouped Conv1d
     ('same' padding, odd kernel), each followed by a LayerNorm without affine parameters and
-    GELU; no weight norm."""
+    GELU; no weight norm. Padded frames are zeroed before every convolution and in the output,
+    so they never reach a valid frame (as the spidr package does)."""
 
     def __init__(self, dim: int, kernel: int, groups: int, num_layers: int, eps: float) -> None:
         super().__init__()
@@ -165,11 +167,17 @@ class StackedPositionalConv(nn.Module):
             for _ in range(num_layers)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x (batch, frames, dim); valid (batch, frames) bool or None (nothing padded)."""
+        keep = None if valid is None else valid[:, None, :].to(x.dtype)  # (batch, 1, frames)
         y = x.transpose(1, 2)  # (batch, dim, frames)
         for conv in self.convs:
+            if keep is not None:
+                y = y * keep
             y = conv(y).transpose(1, 2)  # (batch, frames, dim)
             y = F.gelu(F.layer_norm(y, (self.dim,), eps=self.eps)).transpose(1, 2)
+        if keep is not None:
+            y = y * keep
         return y.transpose(1, 2)
 
 
@@ -232,11 +240,21 @@ class TransformerLayer(nn.Module):
         self.activation_dropout = nn.Dropout(activation_dropout)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(self.activation_dropout(F.gelu(self.fc1(x)))))
+        """The feed-forward output before its dropout and residual add: what SpidR and DinoSR
+        call a layer's intermediate output."""
+        return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.forward_with_ffn(x, attn_mask)[0]
+
+    def forward_with_ffn(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output and its feed-forward output before the residual (see _ffn)."""
         if self.pre_ln:
             x = x + self.dropout(self.attention(self.attn_norm(x), attn_mask))
-            return x + self._ffn(self.ffn_norm(x))
+            ffn = self._ffn(self.ffn_norm(x))
+            return x + self.dropout(ffn), ffn
         x = self.attn_norm(x + self.dropout(self.attention(x, attn_mask)))
-        return self.ffn_norm(x + self._ffn(x))
+        ffn = self._ffn(x)
+        return self.ffn_norm(x + self.dropout(ffn)), ffn

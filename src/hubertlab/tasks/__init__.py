@@ -11,7 +11,11 @@ def task_class(kind: str) -> Any:
         from hubertlab.tasks.hubert import HubertTask
 
         return HubertTask
-    raise ValueError(f"model.kind: unknown objective {kind!r} (known: hubert)")
+    if kind in ("spidr", "dinosr"):
+        from hubertlab.tasks.spidr import DistillTask
+
+        return DistillTask
+    raise ValueError(f"model.kind: unknown objective {kind!r} (known: hubert, spidr, dinosr)")
 
 
 def build_task(cfg: Any) -> Any:

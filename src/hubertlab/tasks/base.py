@@ -72,6 +72,9 @@ class Task(Protocol):
     def summarize(self, totals: dict[str, float]) -> dict[str, float]:
         """Readable metrics (accuracies...) from summed metrics over batches and ranks."""
 
+    def before_step(self, model: nn.Module, step: int) -> None:
+        """Called before the micro-batches of update `step` (0-based), applied or not."""
+
     def after_step(self, model: nn.Module, step: int) -> None:
         """Called after each applied optimizer step; `step` counts applied updates (1-based)."""
 
@@ -96,6 +99,9 @@ class TaskBase:
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
+
+    def before_step(self, model: nn.Module, step: int) -> None:
+        return None
 
     def after_step(self, model: nn.Module, step: int) -> None:
         return None

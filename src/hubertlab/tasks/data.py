@@ -24,12 +24,18 @@ if TYPE_CHECKING:  # the [data] section of a TrainConfig; read for its attribute
 VALID_SEED = 1234
 
 
-def load_dataset(manifest: Path, unit_files: Sequence[Path], min_samples: int) -> UnitDataset:
+def load_dataset(
+    manifest: Path, unit_files: Sequence[Path], min_samples: int, *, standardize: bool = False
+) -> UnitDataset:
     rows = read_manifest(manifest)
     # JSONL units, or fairseq .km files whose lines follow the manifest's rows.
     unit_sets = [read_units(p, rows) for p in unit_files]
     return UnitDataset(
-        rows, unit_sets, min_samples=min_samples, unit_names=[str(p) for p in unit_files]
+        rows,
+        unit_sets,
+        min_samples=min_samples,
+        unit_names=[str(p) for p in unit_files],
+        standardize=standardize,
     )
 
 
@@ -42,10 +48,14 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    standardize: bool = False,
 ) -> ResumableLoader:
     """Endless, resumable batches of this rank (see ResumableLoader), labelled with
-    `unit_files` (none: audio only) and masked as `mask` says (None: no mask)."""
-    dataset = load_dataset(data.train_manifest, unit_files, data.min_samples)
+    `unit_files` (none: audio only) and masked as `mask` says (None: no mask); with
+    `standardize`, every utterance is scaled to zero mean and unit variance when read."""
+    dataset = load_dataset(
+        data.train_manifest, unit_files, data.min_samples, standardize=standardize
+    )
     lengths = [min(dataset.num_samples(i), data.max_samples) for i in range(len(dataset))]
     sampler = BucketBatchSampler(
         lengths, data.batch_samples, seed=seed, shuffle=True, num_replicas=world_size, rank=rank
@@ -77,8 +87,9 @@ class ValidBatches:
         *,
         rank: int = 0,
         world_size: int = 1,
+        standardize: bool = False,
     ) -> None:
-        self.dataset = load_dataset(manifest, unit_files, data.min_samples)
+        self.dataset = load_dataset(manifest, unit_files, data.min_samples, standardize=standardize)
         lengths = [
             min(self.dataset.num_samples(i), data.max_samples) for i in range(len(self.dataset))
         ]

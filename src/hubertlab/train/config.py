@@ -18,8 +18,9 @@ class ModelSection:
     """Which model to train: a preset with overrides, or continued pretraining; which of its
     parameters train when."""
 
-    # The objective (hubertlab.tasks): "hubert" masked prediction of units.
-    kind: Literal["hubert"] = "hubert"
+    # The objective (hubertlab.tasks): "hubert" masked prediction of units; "spidr" and
+    # "dinosr" self-distillation (no unit labels).
+    kind: Literal["hubert", "spidr", "dinosr"] = "hubert"
     preset: Literal["tiny", "base", "large", "xlarge"] = "base"
     # Any field of the model's config, e.g. {hidden_dim = 128, num_layers = 2} (backbone fields
     # may be given flat). num_units comes from [data].
@@ -34,12 +35,17 @@ class ModelSection:
     freeze_cnn_from_step: int | None = None
     # Only the head trains for the first N steps (UPS continued pretraining: one epoch).
     head_only_steps: int = 0
+    # spidr/dinosr: warn when the mean target perplexity of a log window falls below this
+    # (codebook collapse); 0: a tenth of the codebook size.
+    collapse_perplexity: float = 0.0
 
     def __post_init__(self) -> None:
         if "num_units" in self.overrides:
             raise ValueError("overrides.num_units: set data.num_units instead")
         if self.freeze_cnn_from_step is not None and self.freeze_cnn_from_step < 0:
             raise ValueError(f"freeze_cnn_from_step: must be >= 0, got {self.freeze_cnn_from_step}")
+        if self.collapse_perplexity < 0:
+            raise ValueError(f"collapse_perplexity: must be >= 0, got {self.collapse_perplexity}")
         if self.head_only_steps < 0:
             raise ValueError(f"head_only_steps: must be >= 0, got {self.head_only_steps}")
 

@@ -96,6 +96,7 @@ def _train(cfg: TrainConfig, task: Task, info: DistInfo) -> dict[str, Any]:
         lr = lr_at(step, cfg.optim)
         set_lr(optimizer, lr)
         apply_trainable(raw_model, task, step)
+        task.before_step(raw_model, step)
         micro = [next(batches) for _ in range(cfg.optim.grad_accum)]
         totals, grad_norm = _forward_backward(cfg, task, model, raw_model, micro, step, info)
         if _apply_step(optimizer, totals, grad_norm, progress, cfg, task, raw_model):

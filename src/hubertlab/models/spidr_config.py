@@ -1,0 +1,167 @@
+"""Configs of the self-distillation models, SpidR and DinoSR (REFERENCE 7.1): the shared
+backbone in its SpidR variant, the online codebooks, the teacher's EMA schedule and masking.
+
+One config class for both: `kind` says which one it is (what the heads read and which decay
+schedule the teacher follows). Fields note the spidr package's name where it has one
+(`spidr: <name>`) and fairseq's in its comment there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hubertlab.config import from_dict
+from hubertlab.models.config import (
+    BackboneConfig,
+    check_keys,
+    replace_fields,
+    split_flat,
+    to_plain,
+)
+
+DistillKind = Literal["spidr", "dinosr"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """SpidR or DinoSR: backbone, heads and codebooks, teacher schedule, masking."""
+
+    kind: DistillKind = "spidr"
+    backbone: BackboneConfig = field(default_factory=lambda: SPIDR_BACKBONE)
+    # --- Codebooks: one per target layer, the last `num_codebooks` teacher layers ---
+    num_codebooks: int = 8  # spidr: num_codebooks (fairseq average_top_k_layers)
+    codebook_size: int = 256  # spidr: codebook_size
+    codebook_decay: float = 0.9  # spidr: codebook_decay (1: codebooks never change)
+    # --- Teacher decay schedule ---
+    # SpidR: 1 - (1 - ema_start_decay) exp(-step / ema_timescale), frozen (1) once
+    # 1 - decay <= ema_threshold. DinoSR: linear ema_start_decay -> ema_final_decay over
+    # ema_final_step steps, held until ema_freeze_step, then frozen.
+    ema_start_decay: float = 0.999  # spidr: ema_start_decay
+    ema_final_decay: float = 0.9999  # spidr: ema_final_decay (DinoSR)
+    ema_final_step: int = 30_000  # spidr: ema_final_step (DinoSR)
+    ema_freeze_step: int = 200_000  # spidr: freeze_step (DinoSR's teacher; not SpidR's)
+    ema_timescale: float = 20_000.0  # spidr: ema_timescale (SpidR)
+    ema_threshold: float = 1e-7  # spidr: ema_threshold (SpidR)
+    # --- Masking (as HuBERT, REFERENCE 7.1) ---
+    mask_prob: float = 0.8
+    mask_length: int = 10
+    min_masks: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("spidr", "dinosr"):
+            raise ValueError(f"kind must be 'spidr' or 'dinosr', got {self.kind!r}")
+        if not 1 <= self.num_codebooks <= self.backbone.num_layers:
+            raise ValueError(
+                f"num_codebooks must be in [1, num_layers = {self.backbone.num_layers}], "
+                f"got {self.num_codebooks}"
+            )
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+        for name in ("codebook_decay", "ema_start_decay", "ema_final_decay", "mask_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("ema_final_step", "ema_freeze_step", "min_masks", "ema_threshold"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.ema_timescale <= 0 or self.mask_length < 1:
+            raise ValueError("ema_timescale must be > 0 and mask_length >= 1")
+        if self.backbone.pos_conv != "stacked":
+            raise ValueError("SpidR and DinoSR need backbone.pos_conv = 'stacked'")
+
+    @property
+    def target_layers(self) -> range:
+        """The 1-based teacher layers whose intermediate outputs are the targets."""
+        num_layers = self.backbone.num_layers
+        return range(num_layers - self.num_codebooks + 1, num_layers + 1)
+
+    def teacher_decay(self, step: int) -> float:
+        """The EMA decay after update `step` (1-based); 1 means the teacher no longer moves."""
+        if self.kind == "spidr":
+            decay = 1.0 - (1.0 - self.ema_start_decay) * math.exp(-step / self.ema_timescale)
+            return decay if 1.0 - decay > self.ema_threshold else 1.0
+        if step < self.ema_final_step:
+            remaining = 1.0 - step / self.ema_final_step
+            return self.ema_final_decay - (self.ema_final_decay - self.ema_start_decay) * remaining
+        return self.ema_final_decay if step < self.ema_freeze_step else 1.0
+
+    @staticmethod
+    def preset(kind: str, name: str, **overrides: Any) -> DistillConfig:
+        """The `kind` model ("spidr", "dinosr") of size `name` ("base", "tiny") with fields
+        replaced by `overrides` (backbone fields may be given flat)."""
+        if kind not in PRESETS:
+            raise ValueError(f"unknown self-distillation model {kind!r} (known: spidr, dinosr)")
+        if name not in PRESETS[kind]:
+            raise ValueError(f"unknown {kind} preset {name!r} (known: {', '.join(PRESETS[kind])})")
+        return replace_fields(PRESETS[kind][name], overrides)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], *, where: str = "model") -> DistillConfig:
+        """Build from a mapping as to_dict writes it (or flat); "kind" and "preset" keys pick
+        the starting point. Checked once, whole; an unknown key is an error naming it."""
+        data = dict(data)
+        kind = data.get("kind", "spidr")
+        preset = data.pop("preset", "base")
+        base = DistillConfig.preset(kind, preset)
+        check_keys(DistillConfig, data, where)
+        nested = split_flat(DistillConfig, data)
+        backbone = {**to_plain(base.backbone), **nested.pop("backbone", {})}
+        return from_dict(
+            DistillConfig, {**to_plain(base), **nested, "backbone": backbone}, where=where
+        )
+
+
+# REFERENCE 7.1: LayerNorm in every conv block, no conv bias, post-LN, qkv without bias, the
+# 5-layer positional conv (kernel 19 each: the spidr package's 95 // 5), dropout 0.1 in
+# attention and residual branches only, a CNN trained at full rate (no gradient scaling).
+SPIDR_BACKBONE = BackboneConfig(
+    conv_norm="layer",
+    conv_bias=False,
+    qkv_bias=False,
+    pos_conv="stacked",
+    pos_conv_kernel=19,
+    pos_conv_groups=16,
+    pos_conv_layers=5,
+    dropout=0.1,
+    attention_dropout=0.1,
+    activation_dropout=0.0,
+    input_dropout=0.0,
+    layerdrop=0.0,
+    feature_grad_mult=1.0,
+)
+
+# CPU size: HuBERT's tiny layout with a 64-channel CNN (the CNN dominates a tiny step,
+# REFERENCE 11), 4 layers x 256, a 3-layer positional conv; 4 codebooks of 64 codewords on all
+# 4 layers (SpidR's heads then read layers 1-4; 64 codewords keep codebooks populated with
+# the few thousand masked frames of a CPU batch).
+TINY_BACKBONE = dataclasses.replace(
+    SPIDR_BACKBONE,
+    conv_channels=(64,) * 7,
+    hidden_dim=256,
+    num_layers=4,
+    num_heads=4,
+    ffn_dim=1024,
+    pos_conv_kernel=11,
+    pos_conv_layers=3,
+    dropout=0.05,
+    attention_dropout=0.05,
+)
+
+_TINY = dict(backbone=TINY_BACKBONE, num_codebooks=4, codebook_size=64)
+# Short runs need a teacher that moves within a few hundred steps.
+_TINY_EMA = dict(ema_start_decay=0.99, ema_final_decay=0.999, ema_final_step=1000)
+
+PRESETS: dict[str, dict[str, DistillConfig]] = {
+    "spidr": {
+        "base": DistillConfig(kind="spidr"),
+        "tiny": DistillConfig(kind="spidr", ema_timescale=2000.0, **_TINY, **_TINY_EMA),
+    },
+    "dinosr": {
+        "base": DistillConfig(
+            kind="dinosr", backbone=dataclasses.replace(SPIDR_BACKBONE, layerdrop=0.05)
+        ),
+        "tiny": DistillConfig(kind="dinosr", **_TINY, **_TINY_EMA),
+    },
+}
