@@ -16,7 +16,7 @@ from hubertlab.train import checkpoint as ckpt
 from hubertlab.train.config import load_train_config
 from hubertlab.train.loop import train
 from hubertlab.train.validate import model_from_checkpoint
-from tests.test_train import cli, torchrun, train_losses
+from tests.train.test_loop import cli, torchrun, train_losses
 from tests.train_fixtures import make_corpus
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,7 +26,7 @@ from hubertlab.models.codebooks import perplexity
 from hubertlab.models.spidr import DistillModel
 from hubertlab.models.spidr_config import DistillConfig
 from hubertlab.tasks.base import TaskBase, TaskLoss
-from hubertlab.train.data import ValidBatches, build_train_loader
+from hubertlab.tasks.data import ValidBatches, build_train_loader
 
 log = logging.getLogger(__name__)
 
