@@ -62,7 +62,7 @@ def test_a_resumed_stream_yields_exactly_the_batches_of_an_uninterrupted_one(sha
     assert {f[0] for f in full} >= {0, 1, 2}
 
 
-def test_brace_patterns_and_pipe_urls_stream_the_same_batches(shards):
+def test_brace_patterns_and_pipe_urls_stream_the_same_batches(shards, tmp_path):
     folder = take(stream(expand_shards(str(shards))), 8)
     pattern = expand_shards(str(shards / "shard-{000000..000004}.tar"))
     assert take(stream(pattern), 8) == folder
@@ -70,6 +70,9 @@ def test_brace_patterns_and_pipe_urls_stream_the_same_batches(shards):
     assert take(stream(piped), 8) == folder
     with pytest.raises(FileNotFoundError, match="shard-000005.tar"):
         expand_shards(str(shards / "shard-{000004..000009}.tar"))
+    (tmp_path / "shard-000000.tar").write_bytes((shards / "shard-000000.tar").read_bytes())
+    with pytest.raises(FileNotFoundError, match="no shards.json"):  # unfinished folder
+        expand_shards(str(tmp_path))
 
 
 @pytest.mark.parametrize("num_shards, world, workers", [(5, 2, 2), (3, 2, 2), (1, 1, 3)])

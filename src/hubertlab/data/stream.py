@@ -31,6 +31,7 @@ error naming the shard and key: they were made for other audio or the shards wit
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from hubertlab.constants import num_frames
-from hubertlab.curate.shards import decode_sample, iter_samples
+from hubertlab.curate.shards import SHARD_PATTERN, decode_sample, iter_samples
 from hubertlab.data.dataset import Batch, CropCollator
 from hubertlab.data.sampler import SampleKey
 
@@ -57,7 +58,7 @@ def is_url(spec: str) -> bool:
 
 
 def expand_shards(spec: str) -> list[str]:
-    """The shards of `spec`: a folder (its shard-*.tar), a path or URL, or a brace pattern of
+    """The shards of `spec`: a `hubertlab shard` folder, a path or URL, or a brace pattern of
     either ("shards/shard-{000000..000031}.tar"). Local shards must exist."""
     from braceexpand import braceexpand
 
@@ -65,10 +66,16 @@ def expand_shards(spec: str) -> list[str]:
     if not spec:
         raise ValueError("no shards given (empty train_shards)")
     if not is_url(spec) and Path(spec).is_dir():
-        urls = sorted(str(p) for p in Path(spec).glob("shard-*.tar"))
-        if not urls:
-            raise FileNotFoundError(f"{spec}: no shard-*.tar in this folder")
-        return urls
+        done = Path(spec) / "shards.json"  # written last by `hubertlab shard`
+        if not done.is_file():
+            raise FileNotFoundError(
+                f"{spec}: no shards.json (not a finished `hubertlab shard` folder); name other "
+                "shards with a pattern, e.g. 'folder/shard-{000000..000031}.tar'"
+            )
+        num_shards = int(json.loads(done.read_text(encoding="utf-8"))["num_shards"])
+        spec = str(Path(spec) / SHARD_PATTERN.format(0))
+        if num_shards > 1:
+            spec = spec.replace("000000", f"{{000000..{num_shards - 1:06d}}}")
     urls = list(braceexpand(spec))
     for url in urls:
         if not is_url(url) and not Path(url).is_file():
@@ -134,7 +141,7 @@ class SlotStream:
     # ------------------------------------------------------------------ reading
     def work(self, epoch: int) -> list[tuple[int, int, int]]:
         if epoch not in self._work:
-            if len(self._work) > 4:  # refs of the buffer span few epochs
+            if len(self._work) > 64:  # recomputed when needed again: only a cache
                 self._work.pop(min(self._work))
             self._work[epoch] = slot_work(
                 len(self.urls), self.slot, self.num_slots, seed=self.seed, epoch=epoch
