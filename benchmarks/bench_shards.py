@@ -1,10 +1,16 @@
-"""Decoding throughput (audio-s/s) of reading tar shards with 2 DataLoader workers (WebDataset,
-and our own read_shard), beside the peer: the same audio as individual FLAC files read with
-read_audio by 2 DataLoader workers, measured in the same run.
+"""Decoding throughput (audio-s/s) of reading tar shards with 2 DataLoader workers, beside the
+peer: the same audio as individual FLAC files read with read_audio by 2 DataLoader workers,
+measured in the same run. Shards are read by WebDataset, by our read_shard, and by the
+streaming training loader (hubertlab.data.stream: shuffle buffer, decoding, crops, span masks,
+batches); files also by the file training loader (manifest, length buckets, the same
+collator, 80 s batches of whole 10 s chunks for both). The two batch loaders are timed over one
+epoch of audio after their first batch (the steady rate of a long run); the wait for the first
+batch (workers starting, the shuffle buffer filling) is printed beside.
 
 The audio: 10 s chunks of a long-form demo recording, written both as files and as shards.
 
     python benchmarks/bench_shards.py [--minutes 20] [--num-shards 4] [--repeats 2]
+                                      [--shuffle-buffer 100]
 """
 
 from __future__ import annotations
@@ -21,7 +27,11 @@ import torch
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.curate.shards import read_shard, write_shards
 from hubertlab.data.audio import read_audio
+from hubertlab.data.dataset import CropCollator, MaskSpec, ResumableLoader, UnitDataset
 from hubertlab.data.manifest import ManifestRow, read_manifest, write_manifest
+from hubertlab.data.sampler import BucketBatchSampler
+from hubertlab.data.stream import expand_shards
+from hubertlab.data.stream_loader import StreamBatches
 from hubertlab.demo.longform import LongFormConfig, build_longform_corpus
 
 
@@ -66,11 +76,50 @@ def _timed(dataset, workers: int = 2) -> tuple[float, int]:
     return time.perf_counter() - start, total
 
 
+CHUNK = 10 * SAMPLE_RATE
+BATCH_SAMPLES = 8 * CHUNK  # 80 s batches of whole 10 s chunks: every decoded sample is counted
+
+
+def _collator() -> CropCollator:
+    return CropCollator(max_samples=CHUNK, seed=0, mask=MaskSpec(), min_samples=SAMPLE_RATE)
+
+
+def _timed_batches(batches, total_samples: int) -> tuple[float, int, float]:
+    """(seconds, samples) of the batches holding `total_samples` of audio (one epoch) that come
+    after the first batch, and the seconds until that first one (workers starting, a shuffle
+    buffer filling): the steady rate of a long run, and what it pays once."""
+    it = iter(batches)
+    start = time.perf_counter()
+    next(it)
+    first = time.perf_counter()
+    seen = 0
+    for batch in it:
+        seen += int(batch.lengths.sum())
+        if seen >= total_samples:
+            break
+    return time.perf_counter() - first, seen, first - start
+
+
+def _stream(shards: list[Path], buffer: int) -> StreamBatches:
+    urls = expand_shards(str(shards[0].parent))
+    return StreamBatches(urls, _collator(), batch_samples=BATCH_SAMPLES, num_unit_sets=0,
+                         buffer_size=buffer, num_workers=2)  # fmt: skip
+
+
+def _file_loader(manifest: Path) -> ResumableLoader:
+    rows = read_manifest(manifest)
+    dataset = UnitDataset(rows, [])
+    lengths = [min(dataset.num_samples(i), CHUNK) for i in range(len(dataset))]
+    sampler = BucketBatchSampler(lengths, BATCH_SAMPLES, seed=0)
+    return ResumableLoader(dataset, sampler, _collator(), num_workers=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--num-shards", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--shuffle-buffer", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -84,29 +133,47 @@ def main() -> None:
         ]  # fmt: skip
         write_manifest(spans, root / "lf/spans.csv")
         spans_manifest = read_manifest(root / "lf/spans.csv")
-        paths = []
+        paths, file_rows = [], []
         for i, row in enumerate(spans_manifest):
             paths.append(root / "files" / f"{i:06d}.flac")
             paths[-1].parent.mkdir(exist_ok=True)
             sf.write(paths[-1], row.read_audio(spans_manifest.root), SAMPLE_RATE, subtype="PCM_16")
+            file_rows.append(ManifestRow(row.fileid, f"{i:06d}.flac", row.num_samples))
+        write_manifest(file_rows, root / "files" / "manifest.csv")
         write_shards(spans_manifest, root / "shards", args.num_shards)
         shards = sorted((root / "shards").glob("shard-*.tar"))
         audio_s = len(spans) * chunk / SAMPLE_RATE
         print(f"{len(spans)} chunks of 10 s ({audio_s / 60:.1f} min), {len(shards)} shards, "
-              f"2 DataLoader workers, best of {args.repeats}")  # fmt: skip
-        results = {}
-        for name, make in (
-            ("individual FLAC files (peer)", lambda: _Files(paths)),
-            ("webdataset over our shards", lambda: _webdataset(shards)),
-            ("read_shard over our shards", lambda: _OurShards(shards)),
-        ):
-            best = min(_timed(make()) for _ in range(args.repeats))
-            if best[1] != len(spans) * chunk:
-                raise SystemExit(f"{name}: read {best[1]} samples, expected {len(spans) * chunk}")
-            results[name] = audio_s / best[0]
+              f"2 DataLoader workers, best of {args.repeats} rounds")  # fmt: skip
+        readers = {
+            "individual FLAC files (peer)": lambda: _Files(paths),
+            "webdataset over our shards": lambda: _webdataset(shards),
+            "read_shard over our shards": lambda: _OurShards(shards),
+        }
+        loaders = {
+            "file training loader (batches)": lambda: _file_loader(root / "files/manifest.csv"),
+            f"stream loader (buffer {args.shuffle_buffer})":
+                lambda: _stream(shards, args.shuffle_buffer),
+        }  # fmt: skip
+        results, startup = {}, {}
+        # Rounds over every reader in turn: a load that drifts hits them all alike.
+        for _ in range(args.repeats):
+            for name, make in readers.items():
+                seconds, samples = _timed(make())
+                if samples != len(spans) * chunk:
+                    raise SystemExit(f"{name}: read {samples} samples, not {len(spans) * chunk}")
+                results[name] = max(results.get(name, 0.0), audio_s / seconds)
+            for name, make in loaders.items():
+                seconds, samples, first = _timed_batches(make(), len(spans) * chunk)
+                if samples / SAMPLE_RATE / seconds > results.get(name, 0.0):
+                    results[name], startup[name] = samples / SAMPLE_RATE / seconds, first
         peer = results["individual FLAC files (peer)"]
         for name, speed in results.items():
-            print(f"{name:32s} {speed:9.0f} audio-s/s  ({speed / peer:.2f} x the files)")
+            first = f", first batch after {startup[name]:.2f} s" if name in startup else ""
+            print(f"{name:34s} {speed:9.0f} audio-s/s  ({speed / peer:.2f} x the files{first})")
+        stream = results[f"stream loader (buffer {args.shuffle_buffer})"]
+        print(f"stream loader / file training loader: "
+              f"{stream / results['file training loader (batches)']:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -101,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     if features is None:
+        from hubertlab.features import transformers_layers as other
         from hubertlab.models.checkpoint import from_pretrained
 
-        model = from_pretrained(args.checkpoint)
+        if other.is_other_transformers_model(args.checkpoint):  # WavLM, wav2vec 2.0, ...
+            model = other.TransformersEncoder(args.checkpoint)
+        else:
+            model = from_pretrained(args.checkpoint)
         scores = abx_sweep.abx_per_layer(
             model,
             manifest,

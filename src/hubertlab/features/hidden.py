@@ -49,6 +49,15 @@ class LayerExtractor:
 
     frame_rate_hz = LABEL_RATE_HZ
 
+    def __new__(cls, model: torch.nn.Module | str | Path, *args, **kwargs):
+        # Transformers folders of other families (WavLM, wav2vec 2.0, data2vec audio) are read
+        # by transformers' own classes: an extractor with the same interface.
+        from hubertlab.features import transformers_layers as other
+
+        if not isinstance(model, torch.nn.Module) and other.is_other_transformers_model(model):
+            return other.TransformersLayerExtractor(model, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: torch.nn.Module | str | Path,

@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader
 from hubertlab.data.dataset import Batch, CropCollator, MaskSpec, ResumableLoader, UnitDataset
 from hubertlab.data.manifest import read_manifest
 from hubertlab.data.sampler import BucketBatchSampler
+from hubertlab.data.stream import expand_shards
+from hubertlab.data.stream_loader import StreamBatches
 from hubertlab.units.assign import read_units
 
 if TYPE_CHECKING:  # the [data] section of a TrainConfig; read for its attributes only
@@ -69,6 +71,38 @@ def build_train_loader(
     )
     return ResumableLoader(
         dataset, sampler, collate, num_workers=data.num_workers, pin_memory=pin_memory
+    )
+
+
+def build_stream_loader(
+    data: DataSection,
+    num_unit_sets: int,
+    mask: MaskSpec | None,
+    *,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> StreamBatches:
+    """Endless, resumable batches of this rank streamed from data.train_shards (see
+    hubertlab.data.stream), with the shards' units (num_unit_sets 1) or none (0)."""
+    collate = CropCollator(
+        max_samples=data.max_samples,
+        batching=data.batching,
+        seed=seed,
+        mask=mask,
+        min_samples=data.min_samples,
+    )
+    return StreamBatches(
+        expand_shards(data.train_shards),
+        collate,
+        batch_samples=data.batch_samples,
+        num_unit_sets=num_unit_sets,
+        buffer_size=data.shuffle_buffer,
+        rank=rank,
+        world_size=world_size,
+        num_workers=data.num_workers,
+        pin_memory=pin_memory,
     )
 
 

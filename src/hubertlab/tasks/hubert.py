@@ -15,7 +15,7 @@ from hubertlab.data.dataset import Batch, MaskSpec
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.hubert import HubertModel
 from hubertlab.tasks.base import TaskBase, TaskLoss
-from hubertlab.tasks.data import ValidBatches, build_train_loader
+from hubertlab.tasks.data import ValidBatches, build_stream_loader, build_train_loader
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class HubertTask(TaskBase):
     def check_config(cfg: Any) -> None:
         """What a HuBERT run needs of its config; the model config is only built (and checked)
         here when no pretrained checkpoint must be read for it."""
-        if not cfg.data.train_units:
+        if not cfg.data.num_units:  # train_units files, or units in the train_shards
             raise ValueError("data.train_units: HuBERT predicts units; give one file per unit set")
         if cfg.model.from_pretrained is None:
             model_config(cfg).backbone.check_frame_layout()
@@ -107,6 +107,16 @@ class HubertTask(TaskBase):
 
     def train_batches(self, *, rank: int, world_size: int, pin_memory: bool):
         data = self.cfg.data
+        if data.train_shards is not None:  # one unit set, in the shards' JSON
+            return build_stream_loader(
+                data,
+                len(data.num_units),
+                mask_spec(self.hubert_config),
+                seed=self.cfg.run.seed,
+                rank=rank,
+                world_size=world_size,
+                pin_memory=pin_memory,
+            )
         return build_train_loader(
             data,
             data.train_units,

@@ -54,11 +54,19 @@ class ModelSection:
 class DataSection:
     """Training and validation audio, their units, crops and batches."""
 
-    train_manifest: Path
+    # The training audio: a manifest of files (or spans), or WebDataset tar shards (one of the
+    # two). train_shards: a folder of `hubertlab shard`, a path, a URL webdataset opens, or a
+    # brace pattern ("shards/shard-{000000..000031}.tar"); streamed (hubertlab.data.stream).
+    train_manifest: Path | None = None
+    train_shards: str | None = None
     # One JSONL unit file per unit set ({"fileid": ..., "units": [...]}); several = ensemble.
-    # Only for objectives that predict units (hubert); self-distillation needs none.
+    # Only for objectives that predict units (hubert); self-distillation needs none. With
+    # train_shards the units are those of the shards' JSON (one set; give only num_units).
     train_units: tuple[Path, ...] = ()
     num_units: tuple[int, ...] = ()  # units per set (k of each k-means)
+    # train_shards: raw samples in each worker's shuffle buffer (UPS uses 5,000; 1,000 FLAC
+    # samples of 10 s hold ~200 MB per worker)
+    shuffle_buffer: int = 1000
     valid_manifest: Path | None = None
     valid_units: tuple[Path, ...] = ()
     min_crop_seconds: float = 2.0  # shorter files are left out (fairseq min_sample_size)
@@ -69,16 +77,13 @@ class DataSection:
     max_valid_batches: int = 0  # 0: the whole validation set
 
     def __post_init__(self) -> None:
-        if len(self.num_units) != len(self.train_units):
-            raise ValueError(
-                f"num_units: {len(self.num_units)} entries for {len(self.train_units)} unit files"
-            )
+        self._check_source()
         if any(k < 1 for k in self.num_units):
             raise ValueError(f"num_units: must be positive, got {list(self.num_units)}")
-        if self.valid_manifest is not None and len(self.valid_units) != len(self.train_units):
+        if self.valid_manifest is not None and len(self.valid_units) != len(self.num_units):
             raise ValueError(
                 "valid_units: needs one file per training unit set "
-                f"({len(self.train_units)}), labelled with the same k-means"
+                f"({len(self.num_units)}), labelled with the same k-means"
             )
         if not 0 < self.min_crop_seconds <= self.max_crop_seconds:
             raise ValueError(
@@ -90,9 +95,30 @@ class DataSection:
                 f"batch_seconds: {self.batch_seconds} is less than max_crop_seconds "
                 f"{self.max_crop_seconds}"
             )
-        for name in ("num_workers", "max_valid_batches"):
+        for name in ("num_workers", "max_valid_batches", "shuffle_buffer"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+    def _check_source(self) -> None:
+        """Files or shards, and the unit sets that go with them."""
+        if self.train_manifest is not None and self.train_shards is not None:
+            raise ValueError("train_shards: give either train_manifest or train_shards, not both")
+        if self.train_manifest is None and self.train_shards is None:
+            raise ValueError("train_manifest: missing (or give train_shards)")
+        if self.train_shards is None:
+            if len(self.num_units) != len(self.train_units):
+                raise ValueError(
+                    f"num_units: {len(self.num_units)} entries for {len(self.train_units)} unit "
+                    "files"
+                )
+            return
+        if self.train_units:
+            raise ValueError(
+                "train_units: with train_shards the units are those in the shards' JSON "
+                "(hubertlab shard --units); give only num_units"
+            )
+        if len(self.num_units) > 1:
+            raise ValueError(f"num_units: shards hold one unit set, got {list(self.num_units)}")
 
     @property
     def min_samples(self) -> int:
