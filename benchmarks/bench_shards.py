@@ -25,13 +25,14 @@ import soundfile as sf
 import torch
 
 from hubertlab.constants import SAMPLE_RATE
-from hubertlab.curate.shards import read_shard, write_shards
+from hubertlab.curate.shards import write_shards
 from hubertlab.data.audio import read_audio
 from hubertlab.data.dataset import CropCollator, MaskSpec, ResumableLoader, UnitDataset
 from hubertlab.data.manifest import ManifestRow, read_manifest, write_manifest
 from hubertlab.data.sampler import BucketBatchSampler
 from hubertlab.data.stream import expand_shards
 from hubertlab.data.stream_loader import StreamBatches
+from hubertlab.data.tar_shards import read_shard
 from hubertlab.demo.longform import LongFormConfig, build_longform_corpus
 
 

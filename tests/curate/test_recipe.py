@@ -10,7 +10,7 @@ import pytest
 
 from hubertlab.cli import main
 from hubertlab.constants import num_frames
-from hubertlab.curate.shards import read_shard
+from hubertlab.data.tar_shards import read_shard
 from tests.train_fixtures import TINY_OVERRIDES
 
 TRAIN_TOML = """

@@ -11,8 +11,9 @@ import soundfile as sf
 
 from hubertlab.cli import main
 from hubertlab.constants import num_frames
-from hubertlab.curate.shards import TarReport, iter_members, read_shard, safe_key, write_shards
+from hubertlab.curate.shards import safe_key, write_shards
 from hubertlab.data.manifest import ManifestRow, read_manifest, write_manifest
+from hubertlab.data.tar_shards import TarReport, iter_members, read_shard
 
 
 @pytest.fixture

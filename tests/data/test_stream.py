@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hubertlab.curate.shards import iter_samples, write_shards
+from hubertlab.curate.shards import write_shards
 from hubertlab.data.dataset import CropCollator, MaskSpec
 from hubertlab.data.manifest import read_manifest
 from hubertlab.data.stream import SlotStream, expand_shards, slot_work
 from hubertlab.data.stream_loader import StreamBatches
+from hubertlab.data.tar_shards import iter_samples
 from hubertlab.units.assign import read_units
 from tests.train_fixtures import make_corpus
 

@@ -102,6 +102,7 @@ def test_streamed_training_learns_and_a_stopped_run_resumes_bit_exactly(shards, 
 def test_a_corrupt_member_is_skipped_and_training_goes_on(shards, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
+    (bad / "shards.json").write_text((shards / "shards.json").read_text())
     for shard in sorted(shards.glob("shard-*.tar")):
         with tarfile.open(shard) as tin, tarfile.open(bad / shard.name, "w") as tout:
             for i, member in enumerate(tin):

@@ -13,8 +13,7 @@ Layout of OUT (shard i of N):
   shards.json      num_shards, units or not (written last: marks completion)
 
 A shard is written to a temporary name and renamed when complete: a killed run redoes only the
-unfinished shards. Reading refuses members named with `..` or an absolute path, links and
-devices, and reports a truncated shard after yielding the members before the damage."""
+unfinished shards. Reading them (safely) is hubertlab.data.tar_shards."""
 
 from __future__ import annotations
 
@@ -22,25 +21,21 @@ import csv
 import io
 import json
 import logging
-import os
 import re
 import tarfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
+from hubertlab.data.tar_shards import SHARD_PATTERN
 from hubertlab.fileio import atomic_open, atomic_write_json
 from hubertlab.shards import check_meta, shard_rows
 
 log = logging.getLogger(__name__)
 
-SHARD_PATTERN = "shard-{:06d}.tar"
 INDEX_COLUMNS = ("key", "fileid", "shard", "num_samples", "flac_offset", "flac_size",
                  "json_offset", "json_size")  # fmt: skip
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -144,102 +139,3 @@ def write_shards(
     write_manifest(member_rows, out / "manifest.csv")
     atomic_write_json(out / "shards.json", {**settings, "num_utterances": len(entries)})
     return index
-
-
-@dataclass(frozen=True)
-class TarReport:
-    """What reading one tar found: members read, and the damage if it stopped early."""
-
-    members: int = 0
-    error: str | None = None
-
-
-def check_member(member: tarfile.TarInfo, shard: str | os.PathLike) -> None:
-    """Refuse what could escape a target folder or is not plain data."""
-    name = member.name
-    if name.startswith("/") or os.path.isabs(name) or ".." in Path(name).parts:
-        raise ValueError(f"{shard}: member {name!r} has an absolute path or '..'")
-    if member.issym() or member.islnk():
-        raise ValueError(f"{shard}: member {name!r} is a link")
-    if member.isdev() or member.isfifo():
-        raise ValueError(f"{shard}: member {name!r} is a device or fifo")
-
-
-def iter_members(
-    source: str | Path | BinaryIO, report: list[TarReport] | None = None, *, name: str = ""
-) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of the regular members of an uncompressed tar, in order: a path, or an open
-    binary stream (a URL's, read front to back; `name` names it in messages). Unsafe members
-    raise ValueError; a truncated or damaged tar ends the iteration after the last whole
-    member, logged and put in `report`."""
-    where = name or str(source)
-    count, error = 0, None
-    try:
-        if isinstance(source, str | os.PathLike):
-            tar = tarfile.open(source, mode="r:")
-        else:
-            tar = tarfile.open(fileobj=source, mode="r|")
-        with tar:
-            for member in tar:
-                check_member(member, where)
-                if not member.isfile():
-                    continue
-                data = tar.extractfile(member).read()
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"member {member.name!r} is cut short")
-                count += 1
-                yield member.name, data
-    except (tarfile.ReadError, EOFError, OSError) as e:
-        error = f"{where}: damaged after {count} members: {e}"
-        log.warning("%s", error)
-    if report is not None:
-        report.append(TarReport(count, error))
-
-
-def iter_samples(
-    source: str | Path | BinaryIO, report: list[TarReport] | None = None, *, name: str = ""
-) -> Iterator[dict[str, bytes | str]]:
-    """The raw samples of one shard, in order: {"key", "<ext>": bytes, ...} for the consecutive
-    members sharing a key (WebDataset's grouping). A sample may lack a member (a damaged
-    shard): decode_sample says so."""
-    pending: dict[str, bytes | str] = {}
-    for member, data in iter_members(source, report, name=name):
-        key, _, ext = member.partition(".")
-        if pending and pending["key"] != key:
-            yield pending
-            pending = {}
-        pending["key"] = key
-        pending[ext] = data
-    if pending:
-        yield pending
-
-
-def read_shard(path: str | Path, report: list[TarReport] | None = None) -> Iterator[dict]:
-    """Samples of one shard: {"key", "fileid", "num_samples", "audio" (float32), "units"?}."""
-    for parts in iter_samples(path, report):
-        yield decode_sample(parts, path)
-
-
-def decode_sample(parts: dict, where: str | os.PathLike) -> dict:
-    """{"key", "fileid", "num_samples", "audio" (float32), "units"?} of one raw sample;
-    ValueError naming `where` and the key when a member is missing or does not decode."""
-    key = parts["key"]
-    if "flac" not in parts or "json" not in parts:
-        raise ValueError(f"{where}: sample {key!r} lacks its .flac or .json member")
-    try:
-        meta = json.loads(parts["json"])
-        if not isinstance(meta, dict):
-            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
-    except ValueError as e:
-        raise ValueError(f"{where}: {key}.json does not decode: {e}") from None
-    try:
-        wav, rate = sf.read(io.BytesIO(parts["flac"]), dtype="float32")
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise ValueError(f"{where}: {key}.flac does not decode: {e}") from None
-    if rate != SAMPLE_RATE or wav.ndim != 1:
-        raise ValueError(f"{where}: {key}.flac is {rate} Hz with shape {wav.shape}, not mono "
-                         f"{SAMPLE_RATE} Hz")  # fmt: skip
-    sample = {"key": key, **meta, "audio": wav}
-    if "units" in sample:
-        sample["units"] = np.asarray(sample["units"], dtype=np.int32)
-    return sample

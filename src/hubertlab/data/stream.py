@@ -41,9 +41,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from hubertlab.constants import num_frames
-from hubertlab.curate.shards import SHARD_PATTERN, decode_sample, iter_samples
 from hubertlab.data.dataset import Batch, CropCollator
 from hubertlab.data.sampler import SampleKey
+from hubertlab.data.tar_shards import SHARD_PATTERN, decode_sample, iter_samples
 
 log = logging.getLogger(__name__)
 
