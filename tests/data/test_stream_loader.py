@@ -102,6 +102,7 @@ def test_streamed_training_learns_and_a_stopped_run_resumes_bit_exactly(shards, 
 def test_a_corrupt_member_is_skipped_and_training_goes_on(shards, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
+    (bad / "shards.json").write_text((shards / "shards.json").read_text())
     for shard in sorted(shards.glob("shard-*.tar")):
         with tarfile.open(shard) as tin, tarfile.open(bad / shard.name, "w") as tout:
             for i, member in enumerate(tin):
@@ -125,3 +126,20 @@ def test_the_config_names_what_is_wrong_with_the_data_source(shards, tmp_path):
         text = cfg.read_text().replace(f"train_shards = {json.dumps(str(shards))}\n", "")
         cfg.write_text(text)
         load_train_config(cfg)
+
+
+def test_spidr_streams_standardised_audio_without_units(shards, tmp_path):
+    from hubertlab.tasks import build_task
+    from tests.tasks.test_spidr import write_config as spidr_config
+
+    path = spidr_config(tmp_path / "s.toml", Path("unused"), tmp_path / "run",
+                        optim={"max_steps": 6}, data={"shuffle_buffer": 4})  # fmt: skip
+    text = path.read_text().replace(
+        'train_manifest = "unused"', f"train_shards = {json.dumps(str(shards))}"
+    )
+    path.write_text(text)
+    cfg = load_train_config(path)
+    batch = next(iter(build_task(cfg).train_batches(rank=0, world_size=1, pin_memory=False)))
+    assert batch.labels == [] and batch.mask is not None
+    assert batch.waveforms.std(1).sub(1).abs().max() < 0.3  # whole samples standardised
+    assert train(cfg)["step"] == 6

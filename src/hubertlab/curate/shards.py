@@ -13,8 +13,7 @@ Layout of OUT (shard i of N):
   shards.json      num_shards, units or not (written last: marks completion)
 
 A shard is written to a temporary name and renamed when complete: a killed run redoes only the
-unfinished shards. Reading refuses members named with `..` or an absolute path, links and
-devices, and reports a truncated shard after yielding the members before the damage."""
+unfinished shards. Reading them (safely) is hubertlab.data.tar_shards."""
 
 from __future__ import annotations
 

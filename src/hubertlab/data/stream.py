@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from hubertlab.constants import num_frames
+from hubertlab.data.audio import standardize_waveform
 from hubertlab.data.dataset import Batch, CropCollator
 from hubertlab.data.sampler import SampleKey
 from hubertlab.data.tar_shards import SHARD_PATTERN, decode_sample, iter_samples
@@ -122,11 +123,14 @@ class SlotStream:
         batch_samples: int,
         num_unit_sets: int,
         state: dict[str, Any] | None = None,
+        standardize: bool = False,
     ) -> None:
         self.urls, self.collate = urls, collate
         self.slot, self.num_slots, self.seed = slot, num_slots, seed
         self.buffer_size, self.batch_samples = buffer_size, batch_samples
         self.num_unit_sets = num_unit_sets
+        # Zero mean, unit variance per utterance (before any crop), as the file loader does.
+        self.standardize = standardize
         seq = np.random.SeedSequence([seed, slot, num_slots, _BUFFER_RNG])
         self.rng = np.random.Generator(np.random.PCG64(seq))
         self.epoch = self.position = self.sample = self.batches = 0
@@ -217,7 +221,8 @@ class SlotStream:
                     f"{expected} (num_frames of {len(sample['audio'])} samples)"
                 )
             units = [sample["units"]]
-        return {"wav": sample["audio"], "units": units}
+        wav = standardize_waveform(sample["audio"]) if self.standardize else sample["audio"]
+        return {"wav": wav, "units": units}
 
     def _uid(self, ref: Ref) -> int:
         """An id of the sample (shard, ordinal), the same in every epoch and slot."""

@@ -42,6 +42,7 @@ class ShardStream(IterableDataset):
         states: list[dict[str, Any] | None],
         rotation: int = 0,
         start_epoch: int = 0,
+        standardize: bool = False,
     ) -> None:
         self.urls, self.collate = urls, collate
         self.rank, self.world_size = rank, world_size
@@ -49,6 +50,7 @@ class ShardStream(IterableDataset):
         self.seed, self.buffer_size = seed, buffer_size
         self.batch_samples, self.num_unit_sets = batch_samples, num_unit_sets
         self.states, self.rotation, self.start_epoch = states, rotation, start_epoch
+        self.standardize = standardize
 
     def __iter__(self) -> Iterator[tuple[Batch, dict[str, Any]]]:
         info = get_worker_info()
@@ -64,6 +66,7 @@ class ShardStream(IterableDataset):
             batch_samples=self.batch_samples,
             num_unit_sets=self.num_unit_sets,
             state=self.states[logical],
+            standardize=self.standardize,
         )
         if self.states[logical] is None:
             stream.epoch = self.start_epoch
@@ -88,12 +91,14 @@ class StreamBatches:
         world_size: int = 1,
         num_workers: int = 0,
         pin_memory: bool = False,
+        standardize: bool = False,
     ) -> None:
         self.urls, self.collate = urls, collate
         self.batch_samples, self.num_unit_sets = batch_samples, num_unit_sets
         self.buffer_size = buffer_size
         self.rank, self.world_size = rank, world_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.standardize = standardize
         self.num_logical = max(num_workers, 1)
         self.states: list[dict[str, Any] | None] = [None] * self.num_logical
         self.next_worker = 0
@@ -105,6 +110,7 @@ class StreamBatches:
             num_workers=self.num_workers, seed=self.collate.seed, buffer_size=self.buffer_size,
             batch_samples=self.batch_samples, num_unit_sets=self.num_unit_sets,
             states=list(self.states), rotation=self.next_worker, start_epoch=self.start_epoch,
+            standardize=self.standardize,
         )  # fmt: skip
         loader = DataLoader(
             dataset,

@@ -1,6 +1,11 @@
-"""Reading WebDataset tar shards safely (what `hubertlab shard` writes, or any shards of
-<key>.flac + <key>.json samples): members are checked before they are read, a truncated shard
-is reported and the samples before the damage are still yielded."""
+"""Reading WebDataset tar shards (hubertlab shard's, or anyone's) safely: members in order
+from a path or a stream (a URL's), grouped into samples by key, decoded.
+
+Reading refuses members named with `..` or an absolute path, links and devices (ValueError
+naming the shard and member), and reports a truncated or damaged shard after yielding the
+members before the damage. Writing is hubertlab.curate.shards; streaming training batches from
+shards is hubertlab.data.stream.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from hubertlab.constants import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-SHARD_PATTERN = "shard-{:06d}.tar"
+SHARD_PATTERN = "shard-{:06d}.tar"  # the shard names of `hubertlab shard`
 
 
 @dataclass(frozen=True)

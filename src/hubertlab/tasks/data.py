@@ -83,9 +83,11 @@ def build_stream_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    standardize: bool = False,
 ) -> StreamBatches:
     """Endless, resumable batches of this rank streamed from data.train_shards (see
-    hubertlab.data.stream), with the shards' units (num_unit_sets 1) or none (0)."""
+    hubertlab.data.stream), with the shards' units (num_unit_sets 1) or none (0); with
+    `standardize`, every utterance is scaled to zero mean and unit variance when decoded."""
     collate = CropCollator(
         max_samples=data.max_samples,
         batching=data.batching,
@@ -103,6 +105,7 @@ def build_stream_loader(
         world_size=world_size,
         num_workers=data.num_workers,
         pin_memory=pin_memory,
+        standardize=standardize,
     )
 
 
