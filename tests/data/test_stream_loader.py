@@ -143,3 +143,29 @@ def test_spidr_streams_standardised_audio_without_units(shards, tmp_path):
     assert batch.labels == [] and batch.mask is not None
     assert batch.waveforms.std(1).sub(1).abs().max() < 0.3  # whole samples standardised
     assert train(cfg)["step"] == 6
+
+
+def test_two_ranks_stream_their_own_shards(shards, tmp_path):
+    import subprocess
+
+    from hubertlab.data.stream import slot_work
+    from tests.train.test_loop import REPO, torchrun
+
+    path = shard_config(tmp_path / "ddp.toml", shards, tmp_path / "ddp")
+    text = (
+        path.read_text()
+        .replace("max_steps = 20", "max_steps = 6")
+        .replace("ckpt_every = 10", "ckpt_every = 6")
+    )
+    path.write_text(text)
+    proc = subprocess.run(torchrun(path), capture_output=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "ddp" / "checkpoints"))
+    read = []
+    for rank, sampler in enumerate(state["sampler"]):
+        worker = sampler["workers"][0]
+        assert (worker["slot"], worker["num_slots"], sampler["world_size"]) == (rank, 2, 2)
+        refs = worker["buffer"] + worker["carry"]
+        work = {e: slot_work(4, rank, 2, seed=0, epoch=e) for e, _, _ in refs}
+        read.append({(e, work[e][p][0]) for e, p, _ in refs})  # (epoch, shard) of each sample
+    assert read[0] and read[1] and not read[0] & read[1]  # no shard on both ranks in an epoch
