@@ -11,7 +11,15 @@ def task_class(kind: str) -> Any:
         from hubertlab.tasks.hubert import HubertTask
 
         return HubertTask
-    raise ValueError(f"model.kind: unknown objective {kind!r} (known: hubert)")
+    if kind == "vtc":
+        from hubertlab.tasks.vtc import VtcTask
+
+        return VtcTask
+    if kind == "ctc":
+        from hubertlab.tasks.ctc import CtcTask
+
+        return CtcTask
+    raise ValueError(f"model.kind: unknown objective {kind!r} (known: hubert, vtc, ctc)")
 
 
 def build_task(cfg: Any) -> Any:
