@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _thresholds(args: argparse.Namespace, classes: tuple[str, ...]):
     import numpy as np
 
-    from hubertlab.commands.finetune import THRESHOLDS_FILE
     from hubertlab.finetune.postprocess import load_thresholds
+    from hubertlab.train.finetune_run import THRESHOLDS_FILE
 
     path = Path(args.thresholds) if args.thresholds else None
     if path is None:

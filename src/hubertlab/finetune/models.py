@@ -216,18 +216,17 @@ def model_for_section(section: Any, outputs: tuple[str, ...]) -> FinetuneModel:
     fields: dict[str, Any] = dict(
         task=section.task, outputs=outputs, layer=section.layer, dropout=section.head_dropout
     )
+    state = None
     if section.encoder == "mfcc":
         if section.overrides:
             raise ValueError("finetune.overrides: the MFCC encoder has no backbone to override")
-        cfg = FinetuneModelConfig(encoder="mfcc", mfcc_dim=section.mfcc_dim, **fields)
-        return build_finetune_model(cfg)
-    if section.encoder == "random":
-        backbone = random_backbone_config(section.preset, dict(section.overrides))
-        state = None
+        fields.update(encoder="mfcc", mfcc_dim=section.mfcc_dim)
+    elif section.encoder == "random":
+        fields["backbone"] = random_backbone_config(section.preset, dict(section.overrides))
     else:
-        backbone, state = pretrained_backbone(section.encoder, dict(section.overrides))
+        fields["backbone"], state = pretrained_backbone(section.encoder, dict(section.overrides))
     try:
-        cfg = FinetuneModelConfig(backbone=backbone, **fields)
+        cfg = FinetuneModelConfig(**fields)
     except ValueError as e:
         raise ValueError(f"finetune.{e}") from None
     return build_finetune_model(cfg, state)
