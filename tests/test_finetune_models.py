@@ -102,3 +102,13 @@ def test_bad_model_config():
         FinetuneModelConfig(task="vtc", outputs=("A",), backbone=BACKBONE, layer=3)
     with pytest.raises(ValueError, match="needs a backbone"):
         FinetuneModelConfig(task="vtc", outputs=("A",))
+
+
+@pytest.mark.parametrize("name", ["finetune-vtc.toml", "finetune-ctc.toml"])
+def test_example_configs_load(name):
+    from pathlib import Path
+
+    from hubertlab.train.finetune_config import load_finetune_config
+
+    cfg = load_finetune_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.finetune.task == name[9:12] and cfg.optim.max_steps == 300
