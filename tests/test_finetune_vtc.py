@@ -191,6 +191,10 @@ def test_bad_inputs_name_the_file_and_line(corpus: Path, tmp_path: Path, capsys)
     err = _fails(["finetune", str(write_toml(tmp_path / "b.toml", tables))], capsys)
     assert "b.toml" in err and "finetune: unknown key 'clases'" in err
     del tables["finetune"]["clases"]
+    tables["finetune"]["overrides"] = {"hidden_dims": 8}
+    err = _fails(["finetune", str(write_toml(tmp_path / "d.toml", tables))], capsys)
+    assert "d.toml" in err and "overrides: 'hidden_dims' is not a backbone field" in err
+    del tables["finetune"]["overrides"]
     del tables["data"]["dev_rttm"]
     err = _fails(["finetune", str(write_toml(tmp_path / "c.toml", tables))], capsys)
     assert "c.toml" in err and "data.dev_rttm: task 'vtc' needs it" in err

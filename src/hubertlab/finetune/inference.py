@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from hubertlab.constants import FRAME_HOP, SAMPLE_RATE, num_frames
+from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE, num_frames
 from hubertlab.data.manifest import Manifest
 from hubertlab.finetune.postprocess import average_windows, decode_recording, tune_thresholds
 from hubertlab.finetune.rttm import Turn
@@ -114,9 +114,11 @@ def transcribe(
     batches of similar length)."""
     model.eval()
     device = next(model.parameters()).device
-    order = sorted(range(len(manifest)), key=lambda i: manifest[i].num_samples)
+    # Files shorter than one frame (25 ms) have nothing to decode.
+    texts = {row.fileid: "" for row in manifest if row.num_samples < RECEPTIVE_FIELD}
+    order = [i for i in range(len(manifest)) if manifest[i].num_samples >= RECEPTIVE_FIELD]
+    order.sort(key=lambda i: manifest[i].num_samples)
     budget = batch_seconds * SAMPLE_RATE
-    texts: dict[str, str] = {}
     batch: list[int] = []
     for i in [*order, None]:
         longest = manifest[batch[-1]].num_samples if batch else 0

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from hubertlab.config import ConfigError, from_dict, read_toml
 from hubertlab.finetune.rttm import VTC_CLASSES
+from hubertlab.models.config import BACKBONE_FIELDS
 from hubertlab.train.config import OptimSection, RunSection
 
 # Encoders that are not checkpoint paths.
@@ -58,6 +59,12 @@ class FinetuneSection:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
         if self.freeze_encoder_steps < 0 or self.mfcc_dim < 1:
             raise ValueError("freeze_encoder_steps must be >= 0 and mfcc_dim >= 1")
+        unknown = sorted(set(self.overrides) - BACKBONE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"overrides: {unknown[0]!r} is not a backbone field (known: "
+                f"{', '.join(sorted(BACKBONE_FIELDS))})"
+            )
 
     @property
     def head_dropout(self) -> float:
