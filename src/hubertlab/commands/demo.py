@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vtc-minutes", type=float, default=f.vtc_minutes, help="VTC corpus size")
     p.add_argument("--vtc-steps", type=int, default=f.vtc_steps, help="VTC fine-tuning steps")
     p.add_argument("--ctc-steps", type=int, default=f.ctc_steps, help="CTC fine-tuning steps")
+    p.add_argument(
+        "--pretrained",
+        help="with --finetune: this model folder instead of OUT/run/iteration2/model",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             vtc_steps=args.vtc_steps,
             ctc_steps=args.ctc_steps,
             seed=args.seed,
+            pretrained=args.pretrained,
         )
         print(f"report: {run_finetune_demo(args.out, settings)}")
         return 0

@@ -30,18 +30,21 @@ ENCODERS = ("pretrained", "random", "mfcc")
 @dataclass(frozen=True)
 class FinetuneDemoSettings:
     vtc_minutes: float = 12.0  # VTC corpus, all splits (60 / 20 / 20 %)
-    vtc_steps: int = 150
-    ctc_steps: int = 150
+    vtc_steps: int = 100
+    ctc_steps: int = 100
     seed: int = 0
+    pretrained: str | None = None  # another model folder than OUT/run/iteration2/model
 
     def __post_init__(self) -> None:
         if not self.vtc_minutes > 0 or min(self.vtc_steps, self.ctc_steps) < 1:
             raise ValueError("--vtc-minutes must be > 0, --vtc-steps and --ctc-steps >= 1")
 
 
-def pretrained_model(out: Path) -> Path:
-    """The demo's iteration-2 model folder, or an error that says how to make it."""
-    model = out / "run" / "iteration2" / "model"
+def pretrained_model(out: Path, path: str | None = None) -> Path:
+    """The demo's iteration-2 model folder (or `path`), or an error that says how to make it."""
+    model = Path(path) if path else out / "run" / "iteration2" / "model"
+    if path and not (model / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{model}: no model.safetensors (a save_pretrained folder)")
     if not (model / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"{model}: no pretrained demo model; run `hubertlab demo {out}` first (about 15 min "
@@ -174,7 +177,7 @@ def _run_one(task, kind, pretrained, data, root, steps, seed, score) -> dict[str
 def run_finetune_demo(out_dir: str | Path, settings: FinetuneDemoSettings = FinetuneDemoSettings()):
     """Build the data, fine-tune the 2 x 3 runs, write OUT/finetune/report.md; returns its path."""
     out = Path(out_dir)
-    pretrained = pretrained_model(out)
+    pretrained = pretrained_model(out, settings.pretrained)
     start = time.perf_counter()
     results = finetune_runs(out, settings, ENCODERS, pretrained)
     root = out / "finetune"
