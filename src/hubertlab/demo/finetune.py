@@ -156,7 +156,7 @@ def _run_one(task, kind, pretrained, data, root, steps, seed, score) -> dict[str
     """Fine-tune (or resume) and score one (task, encoder); a finished score is kept."""
     from hubertlab.train.finetune_run import run_finetune
 
-    run_dir = root / f"{task}-{kind}"
+    run_dir = root / f"{task}-{kind}-{steps}steps"  # another budget is another run
     done = run_dir / "score.json"
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
