@@ -244,7 +244,8 @@ def format_report(results: list[dict[str, Any]], pretrained: Path, seconds: floa
         vtc, ctc = by[("vtc", kind)], by[("ctc", kind)]
         lines.append(f"| {names[kind]} | {100 * vtc['macro_f1']:.1f} | {100 * ctc['cer']:.1f} "
                      f"| {100 * ctc['wer']:.1f} |")  # fmt: skip
-    lines += ["", "| run | steps | training (s) | with scoring (s) | CPU (s) | per class F1 (%) |",
+    lines += ["", "CPU: seconds of the training process (its data workers not counted).", "",
+              "| run | steps | training (s) | with scoring (s) | CPU (s) | per class F1 (%) |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         per_class = ", ".join(f"{k[3:]} {100 * v:.1f}" for k, v in r.items() if k.startswith("f1_"))
