@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "masked-prediction pretraining from a TOML config"),
     "validate": ("validate", "validation loss/accuracy for a folder of checkpoints"),
     "abx": ("abx", "ABX discriminability of features, per layer"),
+    "finetune": ("finetune", "fine-tune for voice type classification or CTC speech recognition"),
+    "predict": ("predict", "RTTM or transcripts of a fine-tuned model for a manifest"),
     "score": ("score", "score VTC (detection F1 per class) or ASR (WER, CER) outputs"),
     "export": ("export", "export a checkpoint to another format (transformers)"),
     "pipeline": ("pipeline", "run the iterative HuBERT pipeline from a TOML config"),

@@ -1,9 +1,10 @@
-"""hubertlab demo [OUT]"""
+"""hubertlab demo [OUT], hubertlab demo --finetune [OUT]"""
 
 from __future__ import annotations
 
 import argparse
 
+from hubertlab.demo.finetune import FinetuneDemoSettings, run_finetune_demo
 from hubertlab.demo.recipe import DemoSettings, run_demo
 
 
@@ -22,9 +23,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="processes (0: one per core)")
+    f = FinetuneDemoSettings()
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="fine-tune the pretrained demo model of OUT (VTC and CTC ASR) beside a random-init "
+        "and an MFCC baseline; writes OUT/finetune/report.md",
+    )
+    p.add_argument("--vtc-minutes", type=float, default=f.vtc_minutes, help="VTC corpus size")
+    p.add_argument("--vtc-steps", type=int, default=f.vtc_steps, help="VTC fine-tuning steps")
+    p.add_argument("--ctc-steps", type=int, default=f.ctc_steps, help="CTC fine-tuning steps")
+    p.add_argument(
+        "--pretrained",
+        help="with --finetune: this model folder instead of OUT/run/iteration2/model",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.finetune:
+        settings = FinetuneDemoSettings(
+            vtc_minutes=args.vtc_minutes,
+            vtc_steps=args.vtc_steps,
+            ctc_steps=args.ctc_steps,
+            seed=args.seed,
+            pretrained=args.pretrained,
+        )
+        print(f"report: {run_finetune_demo(args.out, settings)}")
+        return 0
     settings = DemoSettings(
         train_minutes=args.train_minutes,
         eval_minutes=args.eval_minutes,

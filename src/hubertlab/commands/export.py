@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--to",
         choices=["hf", "hubertlab", "spidr"],
         default="hf",
-        help="hf: a dir transformers.HubertModel.from_pretrained loads (no pretraining head); "
+        help="hf: a dir transformers.HubertModel.from_pretrained loads (no pretraining head), "
+        "or for a CTC fine-tuning checkpoint a HubertForCTC + Wav2Vec2Processor dir; "
         "hubertlab: model.safetensors + config.json, head included; spidr (SpidR/DinoSR "
         "models): OUT.pt (or OUT/<kind>.pt) + config.json that the spidr package loads",
     )
@@ -31,6 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hubertlab.finetune.export import export_ctc_transformers, read_finetuned
+
+    finetuned = read_finetuned(args.checkpoint)
+    if finetuned is not None:
+        if args.to != "hf":
+            raise ValueError(f"{args.checkpoint}: a fine-tuning checkpoint exports --to hf only")
+        out = export_ctc_transformers(finetuned, args.out)
+        print(f"{args.checkpoint} -> {out} (HubertForCTC + processor)")
+        return 0
     overrides = {"num_units": tuple(args.num_units)} if args.num_units else {}
     model = from_pretrained(args.checkpoint, **overrides)
     if args.to == "spidr":

@@ -116,14 +116,16 @@ class CharVocab:
         return [delimiter if c == " " else self._ids.get(c, unk) for c in text]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ids: "|" -> space, blanks dropped, words separated by one space."""
+        """Text of ids as transformers' Wav2Vec2CTCTokenizer writes it: "|" -> space, blanks
+        dropped, the ends stripped (a delimiter repeated across a blank stays two spaces there
+        too, so an exported model decodes the same strings)."""
         chars = []
         for i in ids:
             token = self.tokens[int(i)]
             if token == PAD:
                 continue
             chars.append(" " if token == WORD_DELIMITER else token)
-        return " ".join("".join(chars).split())
+        return "".join(chars).strip()
 
     def save(self, folder: str | Path) -> None:
         """vocab.json ({token: id}) + tokenizer_config.json: Wav2Vec2CTCTokenizer.from_pretrained
@@ -183,3 +185,14 @@ def greedy_ctc_decode(log_probs: np.ndarray, num_frames: int | None = None) -> l
 def greedy_ctc_texts(log_probs: np.ndarray, lengths: Sequence[int], vocab: CharVocab) -> list[str]:
     """Texts of a (batch, frames, vocab) array with each item's frame count."""
     return [vocab.decode(greedy_ctc_decode(log_probs[b], int(n))) for b, n in enumerate(lengths)]
+
+
+def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
+    """Levenshtein distance (substitutions, deletions, insertions) of two sequences."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, r in enumerate(reference, 1):
+        current = [i]
+        for j, h in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1]

@@ -15,7 +15,17 @@ def task_class(kind: str) -> Any:
         from hubertlab.tasks.spidr import DistillTask
 
         return DistillTask
-    raise ValueError(f"model.kind: unknown objective {kind!r} (known: hubert, spidr, dinosr)")
+    if kind == "vtc":
+        from hubertlab.tasks.vtc import VtcTask
+
+        return VtcTask
+    if kind == "ctc":
+        from hubertlab.tasks.ctc import CtcTask
+
+        return CtcTask
+    raise ValueError(
+        f"model.kind: unknown objective {kind!r} (known: hubert, spidr, dinosr, vtc, ctc)"
+    )
 
 
 def build_task(cfg: Any) -> Any:

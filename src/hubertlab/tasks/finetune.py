@@ -1,0 +1,48 @@
+"""What the two fine-tuning tasks (tasks/vtc.py, tasks/ctc.py) share: their model (an encoder
+and a linear head, hubertlab.finetune.models), its checkpoint form, and which parameters train
+when: the CNN never (freeze_cnn), the rest of the encoder only after freeze_encoder_steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from hubertlab.config import to_dict
+from hubertlab.finetune import models
+from hubertlab.tasks.base import TaskBase
+
+
+class FinetuneTask(TaskBase):
+    """Defaults for a task over a FinetuneModel; cfg is a train.finetune_config.FinetuneConfig."""
+
+    cnn_prefixes = ("backbone.cnn.",)
+    encoder_prefix = "backbone."
+
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the head's outputs (classes or vocabulary tokens)."""
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        return models.model_for_section(self.cfg.finetune, self.outputs())
+
+    @staticmethod
+    def model_from_state(state: dict[str, Any]) -> nn.Module:
+        return models.model_from_state(state)
+
+    def model_config(self, model: nn.Module) -> dict[str, Any]:
+        return to_dict(model.cfg)
+
+    def trainable(self, name: str, step: int) -> bool:
+        section = self.cfg.finetune
+        if section.freeze_cnn and name.startswith(self.cnn_prefixes):
+            return False
+        return not (step < section.freeze_encoder_steps and name.startswith(self.encoder_prefix))
+
+    def may_skip_parameters(self) -> bool:
+        # Frozen parts, and a layerdrop that may come from the pretrained checkpoint's config.
+        return True
+
+    def fsdp_units(self, model: nn.Module) -> list[nn.Module]:
+        encoder = getattr(model.backbone, "encoder", None)
+        return list(encoder.layers) if encoder is not None else []

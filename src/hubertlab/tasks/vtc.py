@@ -1,0 +1,104 @@
+"""Voice type classification as a training task: multi-label BCE with logits per 20 ms frame
+and class, summed over the frames that are not ignored (outside the UEM, past a recording's
+end) and normalised by (those frames x classes). Metrics: frame BCE, and frame F1 per class at
+threshold 0.5 with their macro mean (the tuned thresholds come after training)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hubertlab.data.dataset import Batch
+from hubertlab.finetune.batches import WindowBatches, WindowValidBatches
+from hubertlab.finetune.rttm import read_rttm_files, read_uem
+from hubertlab.finetune.windows import Recording, WindowDataset, load_recordings
+from hubertlab.tasks.base import TaskLoss
+from hubertlab.tasks.finetune import FinetuneTask
+
+
+def read_recordings(manifest, rttm, uem, classes) -> list[Recording]:
+    """Recordings of a manifest with their turns (labels checked against `classes`)."""
+    turns = read_rttm_files(rttm, classes=classes)
+    return load_recordings(manifest, turns, read_uem(uem) if uem is not None else None)
+
+
+class VtcTask(FinetuneTask):
+    """Frame-level multi-label voice type classification (segma / VTC 2.x)."""
+
+    kind = "vtc"
+    head_prefixes = ("head.", "layer_weights")
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.classes = tuple(cfg.finetune.classes)
+        self.metric_names = ("scored_frames",) + tuple(
+            f"{kind}_{c}" for c in self.classes for kind in ("tp", "fp", "fn")
+        )
+
+    @staticmethod
+    def check_config(cfg: Any) -> None:
+        return None
+
+    def outputs(self) -> tuple[str, ...]:
+        return self.classes
+
+    def train_batches(self, *, rank: int, world_size: int, pin_memory: bool) -> WindowBatches:
+        data = self.cfg.data
+        recordings = read_recordings(
+            data.train_manifest, data.train_rttm, data.train_uem, self.classes
+        )
+        dataset = WindowDataset(
+            recordings,
+            classes=self.classes,
+            window_s=data.window_seconds,
+            windows_per_epoch=data.windows_per_epoch or None,
+            seed=self.cfg.run.seed,
+        )
+        return WindowBatches(
+            dataset, data.batch_size, rank=rank, world_size=world_size,
+            num_workers=data.num_workers,
+        )  # fmt: skip
+
+    def valid_batches(self, *, rank: int, world_size: int) -> WindowValidBatches:
+        data = self.cfg.data
+        recordings = read_recordings(data.dev_manifest, data.dev_rttm, data.dev_uem, self.classes)
+        return WindowValidBatches(
+            recordings,
+            self.classes,
+            window_samples=round(data.window_seconds * 16000),
+            batch_size=data.batch_size,
+            rank=rank,
+            world_size=world_size,
+            max_batches=data.max_valid_batches,
+        )
+
+    def normaliser(self, batch: Batch) -> int:
+        return int((~batch.extra["ignore"]).sum()) * len(self.classes)
+
+    def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> TaskLoss:
+        logits, _ = model(batch.waveforms, batch.lengths, generator)
+        frames = min(logits.shape[1], batch.extra["targets"].shape[1])
+        logits = logits[:, :frames].float()  # (batch, frames, classes)
+        targets = batch.extra["targets"][:, :frames]
+        scored = ~batch.extra["ignore"][:, :frames]  # (batch, frames)
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        loss_sum = (bce * scored[..., None]).sum()
+        with torch.no_grad():
+            on, truth = (logits > 0) & scored[..., None], (targets > 0.5) & scored[..., None]
+            metrics: dict[str, Any] = {"scored_frames": scored.sum()}
+            for c, name in enumerate(self.classes):
+                metrics[f"tp_{name}"] = (on[..., c] & truth[..., c]).sum()
+                metrics[f"fp_{name}"] = (on[..., c] & ~truth[..., c]).sum()
+                metrics[f"fn_{name}"] = (~on[..., c] & truth[..., c]).sum()
+        return TaskLoss(loss_sum=loss_sum, metrics=metrics)
+
+    def summarize(self, totals: dict[str, float]) -> dict[str, float]:
+        out = {}
+        for name in self.classes:
+            tp, fp, fn = (totals[f"{k}_{name}"] for k in ("tp", "fp", "fn"))
+            out[f"f1_{name}"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+        out["f1_macro"] = sum(out.values()) / len(self.classes)
+        return out

@@ -1,0 +1,46 @@
+"""`hubertlab demo --finetune` on a miniature demo folder: the six runs, their scores and the
+report table; a folder without the pretrained model says how to make it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("espeakng_loader")
+pytest.importorskip("pyannote.metrics")
+pytest.importorskip("jiwer")
+
+from hubertlab import cli  # noqa: E402
+from hubertlab.demo.finetune import FinetuneDemoSettings, run_finetune_demo  # noqa: E402
+from hubertlab.demo.recipe import build_corpora  # noqa: E402
+from tests.finetune_fixtures import tiny_encoder  # noqa: E402
+
+
+def test_missing_pretrained_model_says_how_to_make_it(tmp_path: Path, capsys):
+    assert cli.main(["demo", str(tmp_path), "--finetune"]) == 1
+    err = capsys.readouterr().err
+    assert "no pretrained demo model" in err and f"hubertlab demo {tmp_path}" in err
+
+
+@pytest.mark.slow  # ~1 min on a busy 2-core machine: six fine-tuning runs and their scoring
+def test_finetune_demo_runs_three_encoders_on_both_tasks(tmp_path: Path):
+    build_corpora(tmp_path / "corpus", train_minutes=0.5, eval_minutes=0.2, speakers=2,
+                  valid_fraction=0.2, workers=1)  # fmt: skip
+    tiny_encoder(tmp_path / "run" / "iteration2" / "model")
+    settings = FinetuneDemoSettings(vtc_minutes=0.8, vtc_steps=3, ctc_steps=3)
+    report = run_finetune_demo(tmp_path, settings)
+    text = report.read_text()
+    assert "| random init, same recipe |" in text and "| MFCC frame model, same head |" in text
+    results = json.loads((tmp_path / "finetune" / "results.json").read_text())
+    assert {(r["task"], r["encoder"]) for r in results} == {
+        (t, e) for t in ("vtc", "ctc") for e in ("pretrained", "random", "mfcc")
+    }
+    for r in results:
+        metric = r["macro_f1"] if r["task"] == "vtc" else r["cer"]
+        assert 0 <= metric <= 10 and r["steps"] == 3
+    # Scores are kept: a second call reuses every run.
+    again = run_finetune_demo(tmp_path, settings)
+    assert json.loads((tmp_path / "finetune" / "results.json").read_text()) == results
+    assert again == report
