@@ -308,3 +308,50 @@ def test_input_paths_are_checked_before_the_first_step(corpus):
     with pytest.raises(FileNotFoundError, match=r"corpus\.eval_phones: not found"):
         run_pipeline(bad)
     assert not (corpus / "paths").exists()
+
+
+SPIDR_ITERATION = """
+[[iterations]]
+num_units = 12
+[iterations.train.model]
+kind = "spidr"
+preset = "tiny"
+[iterations.train.model.overrides]
+conv_channels = [32, 32, 32, 32, 32, 32, 32]
+hidden_dim = 64
+num_layers = 2
+num_heads = 2
+ffn_dim = 128
+pos_conv_groups = 4
+num_codebooks = 2
+codebook_size = 16
+[[iterations]]
+features = "layer"
+layer = 2
+num_units = 12
+kmeans_fraction = 1.0
+"""
+
+
+def test_a_spidr_iteration_runs_in_the_pipeline(corpus):
+    """Iteration 1 is SpidR (no features, k-means or units: self-distillation), iteration 2 a
+    HuBERT trained on k-means units of the SpidR model's layer 2."""
+    text = CONFIG.split("[[iterations]]")[0].replace("max_steps = 12", "max_steps = 4")
+    text += "[abx]\nmax_tokens_per_group = 5\n" + SPIDR_ITERATION
+    text += SMALL_MODEL.replace("[train.model]", "[iterations.train.model]").replace(
+        "[train.model.overrides]", "[iterations.train.model.overrides]"
+    )
+    config = _config(corpus, "spidr", text)
+    run_pipeline(config)
+    run = corpus / "spidr"
+    assert not (run / "iteration1" / "units").exists()  # SpidR needs none
+    assert json.loads((run / "iteration1" / "model" / "config.json").read_text())
+    state = torch.load(
+        next((run / "iteration1" / "train" / "checkpoints").glob("step_*.pt")), weights_only=True
+    )
+    assert state["model_kind"] == "spidr"
+    units = json.loads((run / "iteration2" / "units" / "train" / "units.json").read_text())
+    assert units["feature"]["layer"] == 2 and units["k"] == 12
+    assert "pending" not in pipeline_status(config)
+    report = (run / "report.md").read_text()
+    assert "iteration 1, layer 1" in report and "iteration 2 targets" in report
