@@ -155,13 +155,30 @@ def _describe(results: Mapping[str, AbxResult]) -> str:
 
 
 def mfcc_features(
-    manifest: Manifest, fileids: set[str] | None = None, item_file: str | Path = "item file"
+    manifest: Manifest,
+    fileids: set[str] | None = None,
+    item_file: str | Path = "item file",
+    *,
+    cmvn: bool = False,
 ) -> dict[str, np.ndarray]:
-    """39-d MFCC (100 Hz) of the manifest's files (only `fileids`, which must all be there)."""
+    """39-d MFCC (100 Hz) of the manifest's files (only `fileids`, which must all be there).
+    With `cmvn`, each coefficient is normalised to zero mean and unit variance over each
+    utterance's frames (cepstral mean and variance normalisation, the usual front end: the
+    strong MFCC baseline, removing channel and speaker offsets)."""
     from hubertlab.features.mfcc import mfcc_of_waveform
 
     rows = list(manifest) if fileids is None else manifest_rows_for(manifest, fileids, item_file)
-    return {row.fileid: mfcc_of_waveform(row.read_audio(manifest.root)) for row in rows}
+    out = {row.fileid: mfcc_of_waveform(row.read_audio(manifest.root)) for row in rows}
+    if cmvn:
+        out = {fileid: utterance_cmvn(frames) for fileid, frames in out.items()}
+    return out
+
+
+def utterance_cmvn(frames: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """(frames, dim) -> each dim at zero mean and unit variance over the utterance."""
+    mean = frames.mean(0, keepdims=True)
+    std = frames.std(0, keepdims=True)
+    return ((frames - mean) / (std + eps)).astype(np.float32)
 
 
 def load_feature_dir(
