@@ -183,8 +183,10 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
 def test_a_collapsing_codebook_is_warned_about(corpus, tmp_path, caplog):
     from hubertlab.tasks import build_task
 
-    cfg = load_train_config(write_config(tmp_path / "c.toml", corpus[0], tmp_path / "run"))
-    task = build_task(cfg)
+    path = write_config(
+        tmp_path / "c.toml", corpus[0], tmp_path / "run", model={"collapse_perplexity": 2.0}
+    )
+    task = build_task(load_train_config(path))
     totals = {name: 0.0 for name in task.metric_names}
     totals.update(loss_sum=50.0, num_masked=100.0, correct=10.0)
     for c in range(2):
