@@ -199,3 +199,22 @@ def test_hidden_states_are_an_option_of_the_outputs():
     for a, b, c in zip(expected, hidden, layers[1:], strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
         assert torch.equal(b, c)
+
+
+@pytest.mark.parametrize("kind", ["spidr", "dinosr"])
+def test_a_released_base_state_dict_gives_the_base_config_and_fits(kind):
+    """The released files carry no config: sizes come from the tensors (shapes only here)."""
+    cls, cfg_cls = {
+        "spidr": (spidr_models.SpidR, spidr_config.SpidRConfig),
+        "dinosr": (spidr_models.DinoSR, spidr_config.DinoSRConfig),
+    }[kind]
+    with torch.device("meta"):
+        theirs = cls(cfg_cls())
+    state = theirs.state_dict()
+    cfg = config_from_spidr_state(state, kind)
+    assert cfg == DistillConfig.preset(kind, "base")
+    with torch.device("meta"):
+        ours = DistillModel(cfg).state_dict()
+    converted = spidr_to_ours(state)
+    assert ours.keys() == converted.keys()
+    assert all(ours[k].shape == converted[k].shape for k in ours)

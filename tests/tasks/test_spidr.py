@@ -15,7 +15,7 @@ import torch
 from hubertlab.train import checkpoint as ckpt
 from hubertlab.train.config import load_train_config
 from hubertlab.train.loop import train
-from hubertlab.train.validate import model_from_checkpoint
+from hubertlab.train.validate import model_from_checkpoint, validate_checkpoints
 from tests.train.test_loop import cli, torchrun, train_losses
 from tests.train_fixtures import make_corpus
 
@@ -99,6 +99,8 @@ def test_training_logs_perplexities_and_moves_teacher_and_codebooks(corpus, tmp_
     assert fresh.cfg.kind == kind
     counts = state["model"]["codebooks.0.counts"]
     assert not torch.equal(counts, torch.ones_like(counts))  # the codebooks moved
+    records = validate_checkpoints(tmp_path / "run", cfg)
+    assert [r["step"] for r in records] == [10, 20] and all("target_ppl" in r for r in records)
 
 
 def test_data_for_spidr_is_standardised_and_needs_no_units(corpus, tmp_path):
@@ -181,8 +183,10 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
 def test_a_collapsing_codebook_is_warned_about(corpus, tmp_path, caplog):
     from hubertlab.tasks import build_task
 
-    cfg = load_train_config(write_config(tmp_path / "c.toml", corpus[0], tmp_path / "run"))
-    task = build_task(cfg)
+    path = write_config(
+        tmp_path / "c.toml", corpus[0], tmp_path / "run", model={"collapse_perplexity": 2.0}
+    )
+    task = build_task(load_train_config(path))
     totals = {name: 0.0 for name in task.metric_names}
     totals.update(loss_sum=50.0, num_masked=100.0, correct=10.0)
     for c in range(2):

@@ -16,6 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="model dir or checkpoint: ABX of its layers")
     source.add_argument("--mfcc", action="store_true", help="ABX of 39-d MFCC (10 ms frames)")
+    p.add_argument(
+        "--cmvn",
+        action="store_true",
+        help="with --mfcc: per-utterance mean and variance normalisation (the strong baseline)",
+    )
     source.add_argument(
         "--features", help="feature store (hubertlab features) or folder of <fileid>.npy arrays"
     )
@@ -66,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--speaker-mode must be within, across or both, got {args.speaker_mode!r}"
         )
+    if args.cmvn and not args.mfcc:
+        raise ValueError("--cmvn goes with --mfcc")
     if (args.checkpoint or args.mfcc) and not args.manifest:
         raise ValueError("--manifest is needed with --checkpoint or --mfcc")
     source = {"item_file": args.item_file}
@@ -80,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         fileids = {t.fileid for t in read_item_file(args.item_file)}
         if args.mfcc:
-            name = source["features"] = "mfcc"
+            name = source["features"] = "mfcc+cmvn" if args.cmvn else "mfcc"
             frame_shift_s = check_frame_shift(
                 args.frame_shift, SAMPLE_RATE / MFCC_HOP, "MFCC (10 ms hops)"
             )
-            features = abx_sweep.mfcc_features(manifest, fileids, args.item_file)
+            features = abx_sweep.mfcc_features(manifest, fileids, args.item_file, cmvn=args.cmvn)
             where = f"MFCC of {args.manifest}"
         else:
             source["features"] = args.features

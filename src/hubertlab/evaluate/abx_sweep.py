@@ -162,18 +162,23 @@ def mfcc_features(
     cmvn: bool = False,
 ) -> dict[str, np.ndarray]:
     """39-d MFCC (100 Hz) of the manifest's files (only `fileids`, which must all be there).
-    `cmvn`: each coefficient normalised to zero mean and unit variance over its utterance (the
-    usual speech front end; raw MFCC is a clearly weaker baseline in ABX across speakers)."""
+    With `cmvn`, each coefficient is normalised to zero mean and unit variance over each
+    utterance's frames (cepstral mean and variance normalisation, the usual front end: the
+    strong MFCC baseline, removing channel and speaker offsets)."""
     from hubertlab.features.mfcc import mfcc_of_waveform
 
     rows = list(manifest) if fileids is None else manifest_rows_for(manifest, fileids, item_file)
-    out = {}
-    for row in rows:
-        frames = mfcc_of_waveform(row.read_audio(manifest.root))  # (frames, 39)
-        if cmvn and len(frames):
-            frames = (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
-        out[row.fileid] = frames.astype(np.float32)
+    out = {row.fileid: mfcc_of_waveform(row.read_audio(manifest.root)) for row in rows}
+    if cmvn:
+        out = {fileid: utterance_cmvn(frames) for fileid, frames in out.items()}
     return out
+
+
+def utterance_cmvn(frames: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """(frames, dim) -> each dim at zero mean and unit variance over the utterance."""
+    mean = frames.mean(0, keepdims=True)
+    std = frames.std(0, keepdims=True)
+    return ((frames - mean) / (std + eps)).astype(np.float32)
 
 
 def load_feature_dir(

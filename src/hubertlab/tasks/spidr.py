@@ -200,7 +200,7 @@ class DistillTask(TaskBase):
         }
         for layer, value in zip(mc.target_layers, target_ppl.tolist(), strict=True):
             out[f"target_ppl_layer{layer}"] = value
-        threshold = self.cfg.model.collapse_perplexity or mc.codebook_size / 10
+        threshold = self.cfg.model.collapse_perplexity or mc.codebook_size / 16
         if totals["num_masked"] > 0 and out["target_ppl"] < threshold:
             log.warning(
                 "target perplexity %.2f is below %.2f (of %d codewords): the codebooks are "

@@ -36,7 +36,7 @@ class ModelSection:
     # Only the head trains for the first N steps (UPS continued pretraining: one epoch).
     head_only_steps: int = 0
     # spidr/dinosr: warn when the mean target perplexity of a log window falls below this
-    # (codebook collapse); 0: a tenth of the codebook size.
+    # (codebook collapse); 0: a sixteenth of the codebook size.
     collapse_perplexity: float = 0.0
 
     def __post_init__(self) -> None:
