@@ -26,8 +26,8 @@ from hubertlab.finetune.rttm import read_rttm_files  # noqa: E402
 from hubertlab.finetune.windows import WindowDataset  # noqa: E402
 from hubertlab.tasks.vtc import read_recordings  # noqa: E402
 from hubertlab.train import checkpoint as ckpt  # noqa: E402
-from tests.finetune_fixtures import tiny_encoder, vtc_tables, write_toml  # noqa: E402
 from tests.finetune.test_models import BACKBONE  # noqa: E402
+from tests.finetune_fixtures import tiny_encoder, vtc_tables, write_toml  # noqa: E402
 
 
 @pytest.fixture(scope="module")
