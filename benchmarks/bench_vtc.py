@@ -87,6 +87,7 @@ def main() -> None:
         num_samples = write_recording(path, seconds)
         recording = Recording("long", path, num_samples)
         thresholds = np.full(len(VTC_CLASSES), 0.5, dtype=np.float32)
+        peer(model, path, min(num_samples, 60 * SAMPLE_RATE), args.batch)  # warm-up, untimed
         turns, ours_wall, ours_cpu = timed(
             lambda: predict_turns(
                 model, [recording], thresholds, VTC_CLASSES, batch_size=args.batch

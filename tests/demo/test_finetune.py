@@ -22,6 +22,8 @@ def test_missing_pretrained_model_says_how_to_make_it(tmp_path: Path, capsys):
     assert cli.main(["demo", str(tmp_path), "--finetune"]) == 1
     err = capsys.readouterr().err
     assert "no pretrained demo model" in err and f"hubertlab demo {tmp_path}" in err
+    assert cli.main(["demo", str(tmp_path), "--finetune", "--pretrained", str(tmp_path)]) == 1
+    assert f"{tmp_path}: no model.safetensors" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # ~1 min on a busy 2-core machine: six fine-tuning runs and their scoring
