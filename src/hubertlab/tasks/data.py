@@ -166,3 +166,30 @@ class ValidBatches:
             if self.max_batches and batch.position * world >= num_real:
                 break
             yield replace(batch, count=batch.batch_id < num_real)
+
+
+def pretraining_batches(
+    cfg, mask: MaskSpec | None, *, units: bool, rank: int, world_size: int, pin_memory: bool,
+    standardize: bool = False,
+):  # fmt: skip
+    """The training batches of a pretraining run: streamed from [data] train_shards, or read
+    from the manifest's files; labelled with the data's units (`units`) or none."""
+    data = cfg.data
+    common = dict(seed=cfg.run.seed, rank=rank, world_size=world_size, pin_memory=pin_memory,
+                  standardize=standardize)  # fmt: skip
+    if data.train_shards is not None:  # at most one unit set, in the shards' JSON
+        return build_stream_loader(data, len(data.num_units) if units else 0, mask, **common)
+    return build_train_loader(data, data.train_units if units else (), mask, **common)
+
+
+def pretraining_valid_batches(
+    cfg, mask: MaskSpec | None, *, units: bool, rank: int, world_size: int,
+    standardize: bool = False,
+) -> ValidBatches | None:  # fmt: skip
+    """The validation batches of a pretraining run (None without [data] valid_manifest)."""
+    data = cfg.data
+    if data.valid_manifest is None:
+        return None
+    unit_files = data.valid_units if units else ()
+    return ValidBatches(data.valid_manifest, unit_files, data, mask, rank=rank,
+                        world_size=world_size, standardize=standardize)  # fmt: skip

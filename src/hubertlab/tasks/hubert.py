@@ -15,7 +15,7 @@ from hubertlab.data.dataset import Batch, MaskSpec
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.hubert import HubertModel
 from hubertlab.tasks.base import TaskBase, TaskLoss
-from hubertlab.tasks.data import ValidBatches, build_stream_loader, build_train_loader
+from hubertlab.tasks.data import ValidBatches, pretraining_batches, pretraining_valid_batches
 
 log = logging.getLogger(__name__)
 
@@ -106,38 +106,15 @@ class HubertTask(TaskBase):
         return to_dict(model.cfg)
 
     def train_batches(self, *, rank: int, world_size: int, pin_memory: bool):
-        data = self.cfg.data
-        if data.train_shards is not None:  # one unit set, in the shards' JSON
-            return build_stream_loader(
-                data,
-                len(data.num_units),
-                mask_spec(self.hubert_config),
-                seed=self.cfg.run.seed,
-                rank=rank,
-                world_size=world_size,
-                pin_memory=pin_memory,
-            )
-        return build_train_loader(
-            data,
-            data.train_units,
-            mask_spec(self.hubert_config),
-            seed=self.cfg.run.seed,
-            rank=rank,
-            world_size=world_size,
-            pin_memory=pin_memory,
+        mask = mask_spec(self.hubert_config)
+        return pretraining_batches(
+            self.cfg, mask, units=True, rank=rank, world_size=world_size, pin_memory=pin_memory
         )
 
     def valid_batches(self, *, rank: int, world_size: int) -> ValidBatches | None:
-        data = self.cfg.data
-        if data.valid_manifest is None:
-            return None
-        return ValidBatches(
-            data.valid_manifest,
-            data.valid_units,
-            data,
-            mask_spec(self.hubert_config),
-            rank=rank,
-            world_size=world_size,
+        mask = mask_spec(self.hubert_config)
+        return pretraining_valid_batches(
+            self.cfg, mask, units=True, rank=rank, world_size=world_size
         )
 
     def normaliser(self, batch: Batch) -> int:

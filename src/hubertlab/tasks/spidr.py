@@ -26,7 +26,7 @@ from hubertlab.models.codebooks import perplexity
 from hubertlab.models.spidr import DistillModel
 from hubertlab.models.spidr_config import DistillConfig
 from hubertlab.tasks.base import TaskBase, TaskLoss
-from hubertlab.tasks.data import ValidBatches, build_stream_loader, build_train_loader
+from hubertlab.tasks.data import ValidBatches, pretraining_batches, pretraining_valid_batches
 
 log = logging.getLogger(__name__)
 
@@ -117,41 +117,17 @@ class DistillTask(TaskBase):
         return MaskSpec(mc.mask_prob, mc.mask_length, mc.min_masks)
 
     def train_batches(self, *, rank: int, world_size: int, pin_memory: bool):
-        if self.cfg.data.train_shards is not None:  # no units: the teacher gives the targets
-            return build_stream_loader(
-                self.cfg.data,
-                0,
-                self._mask_spec(),
-                seed=self.cfg.run.seed,
-                rank=rank,
-                world_size=world_size,
-                pin_memory=pin_memory,
-                standardize=True,
-            )
-        return build_train_loader(
-            self.cfg.data,
-            (),
-            self._mask_spec(),
-            seed=self.cfg.run.seed,
-            rank=rank,
-            world_size=world_size,
-            pin_memory=pin_memory,
-            standardize=True,
-        )
+        # No units: the teacher gives the targets. Audio standardised as the models were trained.
+        return pretraining_batches(
+            self.cfg, self._mask_spec(), units=False, rank=rank, world_size=world_size,
+            pin_memory=pin_memory, standardize=True,
+        )  # fmt: skip
 
     def valid_batches(self, *, rank: int, world_size: int) -> ValidBatches | None:
-        data = self.cfg.data
-        if data.valid_manifest is None:
-            return None
-        return ValidBatches(
-            data.valid_manifest,
-            (),
-            data,
-            self._mask_spec(),
-            rank=rank,
-            world_size=world_size,
+        return pretraining_valid_batches(
+            self.cfg, self._mask_spec(), units=False, rank=rank, world_size=world_size,
             standardize=True,
-        )
+        )  # fmt: skip
 
     def normaliser(self, batch: Batch) -> int:
         return batch.num_masked
