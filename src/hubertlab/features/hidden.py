@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,26 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return total.hexdigest()
 
 
+def chunk_options(dtype: str, chunk_seconds: float, context_seconds: float) -> tuple[int, int]:
+    """Check a layer extractor's options; (frames per chunk, frames of context each side)."""
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    if chunk_seconds <= 0 or context_seconds < 0:
+        raise ValueError(
+            f"need chunk_seconds > 0 and context_seconds >= 0, got {chunk_seconds}, "
+            f"{context_seconds}"
+        )
+    return max(1, round(chunk_seconds * LABEL_RATE_HZ)), round(context_seconds * LABEL_RATE_HZ)
+
+
+def chunks(total: int, chunk_frames: int, context_frames: int) -> Iterator[tuple[int, ...]]:
+    """(first, last, lo, hi) for each chunk of a file of `total` frames: output frames
+    [first, last) are computed from input frames [lo, hi), context included on both sides."""
+    for first in range(0, total, chunk_frames):
+        last = min(first + chunk_frames, total)
+        yield first, last, max(0, first - context_frames), min(total, last + context_frames)
+
+
 class LayerExtractor:
     """Feature-store extractor for layer `layer` of a model (or any checkpoint
     `hubertlab.models.checkpoint.from_pretrained` reads)."""
@@ -70,13 +91,9 @@ class LayerExtractor:
     ) -> None:
         from hubertlab.models.checkpoint import from_pretrained
 
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
-        if chunk_seconds <= 0 or context_seconds < 0:
-            raise ValueError(
-                f"need chunk_seconds > 0 and context_seconds >= 0, got {chunk_seconds}, "
-                f"{context_seconds}"
-            )
+        self.chunk_frames, self.context_frames = chunk_options(
+            dtype, chunk_seconds, context_seconds
+        )
         self.checkpoint = None if isinstance(model, torch.nn.Module) else str(model)
         if self.checkpoint is not None:
             if not Path(self.checkpoint).exists():
@@ -99,8 +116,6 @@ class LayerExtractor:
         self.layer = layer
         self.dim = backbone.cfg.hidden_dim
         self.dtype = dtype
-        self.chunk_frames = max(1, round(chunk_seconds * LABEL_RATE_HZ))
-        self.context_frames = round(context_seconds * LABEL_RATE_HZ)
 
     def settings(self) -> dict:
         return {
@@ -128,10 +143,7 @@ class LayerExtractor:
             wav = standardize_waveform(wav)
         wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(self.device)
         out = np.empty((total, self.dim), np.float32)
-        for first in range(0, total, self.chunk_frames):
-            last = min(first + self.chunk_frames, total)  # output frames [first, last)
-            lo = max(0, first - self.context_frames)
-            hi = min(total, last + self.context_frames)  # input frames [lo, hi)
+        for first, last, lo, hi in chunks(total, self.chunk_frames, self.context_frames):
             piece = wav_t[lo * FRAME_HOP : (hi - 1) * FRAME_HOP + RECEPTIVE_FIELD]
             feats = self._run(piece)
             if feats.shape[0] != hi - lo:

@@ -22,6 +22,7 @@ import torch
 
 from hubertlab.constants import FRAME_HOP, LABEL_RATE_HZ, RECEPTIVE_FIELD, num_frames
 from hubertlab.data.audio import standardize_waveform
+from hubertlab.features.hidden import chunk_options, chunks
 from hubertlab.models.backbone import standardize
 
 
@@ -131,13 +132,9 @@ class TransformersLayerExtractor:
         chunk_seconds: float = 30.0,
         context_seconds: float = 2.0,
     ) -> None:
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
-        if chunk_seconds <= 0 or context_seconds < 0:
-            raise ValueError(
-                f"need chunk_seconds > 0 and context_seconds >= 0, got {chunk_seconds}, "
-                f"{context_seconds}"
-            )
+        self.chunk_frames, self.context_frames = chunk_options(
+            dtype, chunk_seconds, context_seconds
+        )
         if not Path(model).exists():
             raise FileNotFoundError(f"checkpoint not found: {model}")
         self.checkpoint = str(model)
@@ -148,8 +145,6 @@ class TransformersLayerExtractor:
         self.encoder.to(self.device)
         self.layer, self.dtype = layer, dtype
         self.dim = self.encoder.cfg.hidden_dim
-        self.chunk_frames = max(1, round(chunk_seconds * LABEL_RATE_HZ))
-        self.context_frames = round(context_seconds * LABEL_RATE_HZ)
 
     def settings(self) -> dict:
         return {
@@ -179,10 +174,7 @@ class TransformersLayerExtractor:
             wav = standardize_waveform(wav)
         wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(self.device)
         out = np.empty((total, self.dim), np.float32)
-        for first in range(0, total, self.chunk_frames):
-            last = min(first + self.chunk_frames, total)  # output frames [first, last)
-            lo = max(0, first - self.context_frames)
-            hi = min(total, last + self.context_frames)  # input frames [lo, hi)
+        for first, last, lo, hi in chunks(total, self.chunk_frames, self.context_frames):
             # The last chunk takes the file's tail too (< 320 samples, no extra frame): a
             # GroupNorm CNN (WavLM, wav2vec 2.0 base) normalises over all the samples it sees,
             # so a file in one chunk gives exactly the model's output on the whole file.

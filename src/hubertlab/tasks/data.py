@@ -41,6 +41,17 @@ def load_dataset(
     )
 
 
+def train_collator(data: DataSection, mask: MaskSpec | None, seed: int) -> CropCollator:
+    """Crops, batching and the span mask of the training batches, files or shards alike."""
+    return CropCollator(
+        max_samples=data.max_samples,
+        batching=data.batching,
+        seed=seed,
+        mask=mask,
+        min_samples=data.min_samples,
+    )
+
+
 def build_train_loader(
     data: DataSection,
     unit_files: Sequence[Path],
@@ -62,13 +73,7 @@ def build_train_loader(
     sampler = BucketBatchSampler(
         lengths, data.batch_samples, seed=seed, shuffle=True, num_replicas=world_size, rank=rank
     )
-    collate = CropCollator(
-        max_samples=data.max_samples,
-        batching=data.batching,
-        seed=seed,
-        mask=mask,
-        min_samples=data.min_samples,
-    )
+    collate = train_collator(data, mask, seed)
     return ResumableLoader(
         dataset, sampler, collate, num_workers=data.num_workers, pin_memory=pin_memory
     )
@@ -88,13 +93,7 @@ def build_stream_loader(
     """Endless, resumable batches of this rank streamed from data.train_shards (see
     hubertlab.data.stream), with the shards' units (num_unit_sets 1) or none (0); with
     `standardize`, every utterance is scaled to zero mean and unit variance when decoded."""
-    collate = CropCollator(
-        max_samples=data.max_samples,
-        batching=data.batching,
-        seed=seed,
-        mask=mask,
-        min_samples=data.min_samples,
-    )
+    collate = train_collator(data, mask, seed)
     return StreamBatches(
         expand_shards(data.train_shards),
         collate,
