@@ -64,6 +64,16 @@ def test_rttm_matches_synthesised_turns(corpus: Path):
     assert labels == set(VTC_CLASSES)
 
 
+def test_every_accepted_speaker_count_has_its_own_voices():
+    from hubertlab.demo.vtc import MAX_SPEAKERS_PER_CLASS
+
+    speakers = make_vtc_speakers(VtcCorpusConfig(speakers_per_class=MAX_SPEAKERS_PER_CLASS))
+    voices = [s.voice for split in VTC_SPLITS for s in speakers[split]]
+    assert len(voices) == len(set(voices)) == 3 * 4 * MAX_SPEAKERS_PER_CLASS
+    with pytest.raises(ValueError, match=f"must be in 1..{MAX_SPEAKERS_PER_CLASS}"):
+        VtcCorpusConfig(speakers_per_class=MAX_SPEAKERS_PER_CLASS + 1)
+
+
 def test_speakers_differ_across_splits():
     speakers = make_vtc_speakers(CFG)
     voices = [{s.voice for s in speakers[split]} for split in VTC_SPLITS]

@@ -55,6 +55,13 @@ _PLACEMENT = {
 
 # eSpeak pitch (0-100) per class: children highest, men lowest.
 _PITCH = {"KCHI": (85, 100), "OCH": (85, 100), "MAL": (15, 45), "FEM": (50, 80)}
+# eSpeak variants: female f1-f5 (children and women), male m1-m7.
+_FEMALE_VARIANTS, _MALE_VARIANTS = 5, 7
+_NUM_VOICES = sum(len(LANGUAGE_VOICES[language]) for language in _LANGUAGES)
+# No voice+variant twice: 3 splits x 3 female-variant classes (KCHI, OCH, FEM) draw from one pool.
+MAX_SPEAKERS_PER_CLASS = min(
+    _NUM_VOICES * _FEMALE_VARIANTS // (3 * 3), _NUM_VOICES * _MALE_VARIANTS // 3
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,11 @@ class VtcCorpusConfig:
         fractions = tuple(self.split_fractions)
         if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
             raise ValueError(f"split_fractions must be 3 shares > 0 summing to 1, got {fractions}")
-        if not 1 <= self.speakers_per_class <= 4:
-            raise ValueError(f"speakers_per_class must be in 1..4, got {self.speakers_per_class}")
+        if not 1 <= self.speakers_per_class <= MAX_SPEAKERS_PER_CLASS:
+            raise ValueError(
+                f"speakers_per_class must be in 1..{MAX_SPEAKERS_PER_CLASS} (every split has its "
+                f"own eSpeak voices), got {self.speakers_per_class}"
+            )
         if not 0 <= self.overlap_probability <= 1:
             raise ValueError(
                 f"overlap_probability must be in [0, 1], got {self.overlap_probability}"
@@ -109,8 +119,8 @@ def make_vtc_speakers(cfg: VtcCorpusConfig) -> dict[str, list[VtcSpeaker]]:
     pools = {"f": [], "m": []}
     for language in _LANGUAGES:
         for voice in LANGUAGE_VOICES[language]:
-            pools["f"] += [(language, voice, f"f{i}") for i in range(1, 6)]
-            pools["m"] += [(language, voice, f"m{i}") for i in range(1, 8)]
+            pools["f"] += [(language, voice, f"f{i}") for i in range(1, _FEMALE_VARIANTS + 1)]
+            pools["m"] += [(language, voice, f"m{i}") for i in range(1, _MALE_VARIANTS + 1)]
     for key in pools:
         pools[key] = [pools[key][i] for i in rng.permutation(len(pools[key]))]
     speakers: dict[str, list[VtcSpeaker]] = {}
