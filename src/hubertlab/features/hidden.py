@@ -78,6 +78,8 @@ class LayerExtractor:
         from hubertlab.features import transformers_layers as other
 
         if not isinstance(model, torch.nn.Module) and other.is_other_transformers_model(model):
+            if kwargs.pop("intermediate", False):
+                raise ValueError(f"{model}: intermediate outputs need a SpidR/DinoSR model")
             return other.TransformersLayerExtractor(model, *args, **kwargs)
         return super().__new__(cls)
 
