@@ -47,6 +47,24 @@ def _units_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
     return lines
 
 
+def _codebook_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
+    """SpidR/DinoSR: the units of each codebook head (argmax), scored as k-means units."""
+    lines = []
+    for k in range(1, num_iterations + 1):
+        report = _json(cfg.iteration_dir(k) / "codebooks" / "quality.json")
+        for layer, quality in (report or {"layers": {}})["layers"].items():
+            mark = " (best)" if int(layer) == report["best_layer"] else ""
+            lines.append(
+                f"| iteration {k}, head of layer {layer}{mark} | {_fmt(quality['pnmi'], 3)} "
+                f"| {_fmt(quality['phone_purity'], 3)} | {_fmt(quality['cluster_purity'], 3)} "
+                f"| {_fmt(quality['unit_perplexity'], 1)} | {quality['used_units']} |"
+            )
+    if not lines:
+        return []
+    header = "| codebook units | PNMI | phone purity | cluster purity | perplexity | used |"
+    return ["", header, "|---|---|---|---|---|---|", *lines]
+
+
 def _abx_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
     lines = ["| features | within-speaker ABX (%) | across-speaker ABX (%) |", "|---|---|---|"]
     for score in _baseline_scores(cfg):
@@ -161,6 +179,7 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
         "## Unit quality on the held-out corpus",
         "",
         *_units_table(cfg, n),
+        *_codebook_table(cfg, n),
         "",
         "## ABX per layer on the held-out corpus",
         "",
