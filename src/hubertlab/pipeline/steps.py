@@ -295,15 +295,13 @@ def _codebook_step(cfg: PipelineConfig, k: int) -> Step:
         from hubertlab.evaluate.units import unit_quality
         from hubertlab.fileio import atomic_write_json
         from hubertlab.models.checkpoint import from_pretrained
-        from hubertlab.units.codebook import transcribe_codebook
+        from hubertlab.units.codebook import transcribe_codebooks
 
         model = from_pretrained(root / "model")
         phones = read_phone_segments(cfg.corpus.eval_phones)
-        manifest = read_manifest(cfg.corpus.eval_manifest)
-        layers = {}
-        for layer in model.cfg.target_layers:
-            units = transcribe_codebook(manifest, model, layer, out / f"layer{layer}")
-            layers[str(layer)] = unit_quality(read_units(units), phones)
+        out_dirs = {layer: out / f"layer{layer}" for layer in model.cfg.target_layers}
+        units = transcribe_codebooks(read_manifest(cfg.corpus.eval_manifest), model, out_dirs)
+        layers = {str(layer): unit_quality(read_units(units[layer]), phones) for layer in units}
         best = max(layers, key=lambda layer: layers[layer]["pnmi"])
         atomic_write_json(out / "quality.json", {"layers": layers, "best_layer": int(best)})
         return {"best_layer": int(best), "pnmi": layers[best]["pnmi"]}
