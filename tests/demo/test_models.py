@@ -19,7 +19,7 @@ from hubertlab.units.assign import read_units
 
 pytest.importorskip("espeakng_loader")
 
-TINY = ["--train-minutes", "0.4", "--eval-minutes", "0.4", "--speakers", "2", "--workers", "1"]
+TINY = ["--train-minutes", "0.4", "--eval-minutes", "0.6", "--speakers", "2", "--workers", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_spidr_run_and_its_config(demo):
 
 
 def _tiny_settings() -> dict:
-    return dict(train_minutes=0.4, eval_minutes=0.4, speakers=2, workers=1)
+    return dict(train_minutes=0.4, eval_minutes=0.6, speakers=2, workers=1)
 
 
 def test_models_report_rows_and_columns(demo):
@@ -102,3 +102,29 @@ def test_bad_model_is_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["demo", str(tmp_path / "out"), "--model", "spidr", "--spidr-steps", "0"]) == 1
     assert "--spidr-steps" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_all_models_side_by_side_resuming_the_spidr_run(demo):
+    """`--model all` trains HuBERT and DinoSR beside the finished SpidR run, which it keeps."""
+    done = demo / "run-spidr" / "iteration1" / "train" / "DONE.json"
+    before = done.read_text()
+    argv = ["demo", str(demo), "--model", "all", "--steps", "2", "--continue-steps", "2"]
+    assert main([*argv, "--spidr-steps", "2", "--dinosr-steps", "2", *TINY]) == 0
+    assert done.read_text() == before
+    assert (demo / "run" / "report.md").is_file() and (demo / "run-dinosr" / "report.md").is_file()
+    side_by_side = (demo / "models.md").read_text().split("## ABX per layer")[0]
+    rows = {
+        line.split(" | ")[0]: line.split(" | ")
+        for line in side_by_side.splitlines()
+        if line.startswith("| ")
+    }
+    assert list(rows)[1:6] == [
+        "| HuBERT", "| SpidR", "| DinoSR", "| MFCC + CMVN (baseline)", "| MFCC (raw) (baseline)",
+    ]  # fmt: skip
+    assert rows["| HuBERT"][1] == "2 + 2"
+    assert rows["| HuBERT"][6:8] == ["n/a", "n/a"]  # no codebooks, no perplexities
+    assert "(layer 3, k=100)" in rows["| HuBERT"][5]  # the layer its pipeline clusters
+    assert "head of layer" in rows["| DinoSR"][6]
+    summary = json.loads((demo / "models.json").read_text())["models"]
+    assert set(summary) == {"hubert", "spidr", "dinosr"}

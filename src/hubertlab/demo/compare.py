@@ -22,8 +22,10 @@ outputs before the residual), best layer by the mean of the within- and across-s
 errors. k-means PNMI: units of a k-means (k of the table) fitted on the training corpus's
 features of the layer shown, scored on the held-out phones (HuBERT: the layer the pipeline
 clusters for a next iteration; SpidR and DinoSR: their best layer). Codebook PNMI: the argmax
-of each codebook head, the best head shown (all in models.json). Perplexities: target / pred
-per codebook (2^entropy, at most the codebook size), from the last validation record.
+of the head of each codebook (the codebook of teacher layer L; SpidR's head reads student
+layer L, DinoSR's heads all read the last), the best head shown (all in models.json).
+Perplexities: target / pred per codebook (2^entropy, at most the codebook size), from the last
+validation record.
 Wall time: the training steps, and every step of the run but the MFCC baseline; the figures
 come from one machine, which may have been shared."""
 
