@@ -77,3 +77,18 @@ def test_intermediate_outputs_need_a_spidr_model(corpus, capsys):
         from hubertlab.features.extractors import build_extractor
 
         build_extractor("mfcc", intermediate=True)
+
+
+def test_units_of_one_output_refuse_a_kmeans_of_the_other(corpus, capsys):
+    """Hidden states and intermediate outputs of a layer share the weights' fingerprint: the
+    flag itself must keep a k-means fitted on one from labelling the other."""
+    root, _ = corpus
+    _features(root, "ffn_for_kmeans", "--intermediate")
+    kmeans = root / "kmeans_ffn"
+    assert main(["kmeans", str(root / "ffn_for_kmeans"), str(kmeans), "--k", "3",
+                 "--fraction", "1.0", "--device", "cpu"]) == 0  # fmt: skip
+    argv = ["transcribe", str(root / "manifest.csv"), str(kmeans), str(root / "units")]
+    argv += ["--kind", "layer", "--checkpoint", str(root / "spidr"), "--layer", "1"]
+    assert main([*argv, "--device", "cpu"]) == 1
+    assert "intermediate output of layer 1" in capsys.readouterr().err
+    assert main([*argv, "--device", "cpu", "--intermediate"]) == 0
