@@ -120,6 +120,15 @@ def test_features_abx_and_codebook_units_from_a_spidr_checkpoint(
         probs, _ = model.codebook_predictions(wav)
     assert rows[0]["fileid"] == m[0].fileid
     assert np.array_equal(np.array(rows[0]["units"]), probs[2][0].argmax(-1).numpy())
+    # Several heads in one pass: each head's files as its own transcription writes them.
+    from hubertlab.units.codebook import transcribe_codebooks
+
+    last = model.cfg.backbone.num_layers
+    paths = transcribe_codebooks(m, model, {last: tmp_path / "last", 3: tmp_path / "three"})
+    assert paths[3].read_bytes() == (out / "units.jsonl").read_bytes()
+    assert (paths[3].parent / "units.json").read_text() == (out / "units.json").read_text()
+    first = json.loads(paths[last].read_text().splitlines()[0])["units"]
+    assert np.array_equal(np.array(first), probs[last - 1][0].argmax(-1).numpy())
     assert main(["transcribe", manifest, str(out), "--checkpoint", str(spidr_dir),
                  "--codebook-layer", "1"]) != 0  # fmt: skip
     assert "no codebook head" in capsys.readouterr().err

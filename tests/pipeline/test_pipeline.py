@@ -16,11 +16,14 @@ import torch
 
 from hubertlab.cli import main
 from hubertlab.config import ConfigError
+from hubertlab.data.alignments import read_phone_segments
 from hubertlab.data.manifest import read_manifest
 from hubertlab.demo.recipe import build_corpora
+from hubertlab.evaluate.units import unit_quality
 from hubertlab.pipeline.config import load_pipeline_config
 from hubertlab.pipeline.run import pipeline_status, run_pipeline
 from hubertlab.pipeline.runner import StaleStepError
+from hubertlab.units.assign import read_units
 
 SMALL_MODEL = """
 [train.model]
@@ -355,3 +358,10 @@ def test_a_spidr_iteration_runs_in_the_pipeline(corpus):
     assert "pending" not in pipeline_status(config)
     report = (run / "report.md").read_text()
     assert "iteration 1, layer 1" in report and "iteration 2 targets" in report
+    # The codebook heads' units (layers 1 and 2: two codebooks), scored as k-means units are.
+    codebooks = json.loads((run / "iteration1" / "codebooks" / "quality.json").read_text())
+    assert set(codebooks["layers"]) == {"1", "2"}
+    phones = read_phone_segments(corpus / "corpus" / "eval" / "phones.jsonl")
+    units = read_units(run / "iteration1" / "codebooks" / "layer2")
+    assert codebooks["layers"]["2"] == unit_quality(units, phones)
+    assert "iteration 1, head of layer 2" in report

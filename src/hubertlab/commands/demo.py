@@ -1,11 +1,11 @@
-"""hubertlab demo [OUT], hubertlab demo --finetune [OUT]"""
+"""hubertlab demo [OUT] [--model hubert|spidr|dinosr|all], hubertlab demo --finetune [OUT]"""
 
 from __future__ import annotations
 
 import argparse
 
 from hubertlab.demo.finetune import FinetuneDemoSettings, run_finetune_demo
-from hubertlab.demo.recipe import DemoSettings, run_demo
+from hubertlab.demo.recipe import MODEL_CHOICES, DemoSettings, check_model, run_demo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.continue_steps,
         help="iteration 2 training steps (continued from iteration 1)",
     )
+    p.add_argument(
+        "--model",
+        default="hubert",
+        help=f"{', '.join(MODEL_CHOICES)}: which model(s) to train on the demo corpus (hubert: "
+        "two iterations into OUT/run; spidr, dinosr: one into OUT/run-<model>; all: each in "
+        "turn); any but hubert also writes OUT/models.md, the models of OUT side by side",
+    )
+    p.add_argument("--spidr-steps", type=int, default=d.spidr_steps, help="SpidR training steps")
+    p.add_argument("--dinosr-steps", type=int, default=d.dinosr_steps, help="DinoSR training steps")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="processes (0: one per core)")
     f = FinetuneDemoSettings()
@@ -50,15 +59,18 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"report: {run_finetune_demo(args.out, settings)}")
         return 0
+    check_model(args.model)
     settings = DemoSettings(
         train_minutes=args.train_minutes,
         eval_minutes=args.eval_minutes,
         speakers=args.speakers,
         train_steps=args.steps,
         continue_steps=args.continue_steps,
+        spidr_steps=args.spidr_steps,
+        dinosr_steps=args.dinosr_steps,
         seed=args.seed,
         workers=args.workers,
     )
-    report = run_demo(args.out, settings)
+    report = run_demo(args.out, settings, args.model)
     print(f"report: {report}")
     return 0

@@ -19,6 +19,11 @@ def add_extractor_arguments(p: argparse.ArgumentParser, *, kind_required: bool) 
     )  # fmt: skip
     p.add_argument("--checkpoint", help="model for --kind layer (ours, transformers, fairseq)")
     p.add_argument("--layer", type=int, help="transformer layer (1-based) for --kind layer")
+    p.add_argument(
+        "--intermediate", action="store_true",
+        help="SpidR/DinoSR --kind layer: the layer's intermediate output (feed-forward before "
+        "the residual, as the spidr package defines it) instead of its hidden state",
+    )  # fmt: skip
     p.add_argument("--device", help="torch device for layer features (default: cuda if any)")
     p.add_argument("--bf16", action="store_true", help="layer features under bf16 autocast")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="long files in chunks")
@@ -43,6 +48,7 @@ def build_extractor(args: argparse.Namespace):
         args.kind, args.checkpoint, args.layer, device=args.device,
         dtype="bfloat16" if args.bf16 else "float32",
         chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds,
+        intermediate=args.intermediate,
     )  # fmt: skip
 
 

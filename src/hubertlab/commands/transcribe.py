@@ -46,6 +46,8 @@ def _run_codebook(args: argparse.Namespace) -> int:
 
     if not args.checkpoint or args.out_dir is not None or args.store is not None:
         raise ValueError("--codebook-layer takes MANIFEST OUT_DIR --checkpoint (no k-means, store)")
+    if args.intermediate:
+        raise ValueError("--intermediate is for layer features; --codebook-layer reads the heads")
     path = transcribe_codebook(
         args.manifest, args.checkpoint, args.codebook_layer, args.kmeans, device=args.device
     )

@@ -24,23 +24,40 @@ class DemoSettings:
     speakers: int = 8
     train_steps: int = 1700  # iteration 1 (from scratch)
     continue_steps: int = 1000  # iteration 2 (continued from iteration 1's weights)
+    # `--model spidr|dinosr|all`: one iteration each, about the training wall time of HuBERT's
+    # two (1700 + 1000 steps). A training step on one demo batch (8 x 3 s, bf16, AdamW; codebook
+    # update and teacher EMA), alternating models, median of 8 (2026-11-29, 2-core machine
+    # shared with other jobs, load 2.3-2.5: noisy): HuBERT tiny with the demo's 64-channel CNN
+    # 0.23 s (0.46 s CPU), SpidR tiny 0.33-0.34 s, DinoSR tiny 0.33 s: 1.42-1.48x, so
+    # 2700 / 1.46 ~ 1850 steps. Data loading and validation come on top for every model.
+    spidr_steps: int = 1850
+    dinosr_steps: int = 1850
     seed: int = 0
     workers: int = 0  # 0: one per core
 
     def __post_init__(self) -> None:
         if not (self.train_minutes > 0 and self.eval_minutes > 0):
             raise ValueError("--train-minutes and --eval-minutes must be > 0")
-        if min(self.train_steps, self.continue_steps) < 1 or self.speakers < 2 or self.workers < 0:
+        steps = (self.train_steps, self.continue_steps, self.spidr_steps, self.dinosr_steps)
+        if min(steps) < 1 or self.speakers < 2 or self.workers < 0:
             raise ValueError(
-                "--steps and --continue-steps must be >= 1, --speakers >= 2 and --workers >= 0"
+                "--steps, --continue-steps, --spidr-steps and --dinosr-steps must be >= 1, "
+                "--speakers >= 2 and --workers >= 0"
             )
 
+    def steps_of(self, model: str) -> int:
+        """Training steps of a `--model spidr|dinosr` run."""
+        return {"spidr": self.spidr_steps, "dinosr": self.dinosr_steps}[model]
 
-PIPELINE_TEMPLATE = """\
-# Written by `hubertlab demo`; run it again with `hubertlab pipeline {config_name}`.
-out_dir = "run"
-seed = {seed}
 
+# `hubertlab demo --model`: which models to train ("all": each in turn).
+MODELS = ("hubert", "spidr", "dinosr")
+MODEL_NAMES = {"hubert": "HuBERT", "spidr": "SpidR", "dinosr": "DinoSR"}
+MODEL_CHOICES = (*MODELS, "all")
+
+
+# What every demo pipeline shares: the corpus and where the work runs.
+_CORPUS = """
 [corpus]
 train_manifest = "corpus/train/manifest.train.csv"
 valid_manifest = "corpus/train/manifest.valid.csv"
@@ -51,27 +68,17 @@ eval_abx_item = "corpus/eval/abx.item"
 [executor]
 kind = "local"
 workers = {workers}
+"""
 
-# The CNN front end is most of a step's time: with 64 channels instead of the preset's 128 a
-# step takes ~0.27 s instead of ~0.37 s, and the extra steps pay off (iteration 1 at 1700
-# steps: ABX 4.0-4.1 / 8.5-8.6 within / across, vs 4.6 / 8.9 at 1000 steps with 128 channels).
-[train.model]
-preset = "tiny"
-[train.model.overrides]
-conv_channels = [64, 64, 64, 64, 64, 64, 64]
-
+_DATA = """
 [train.data]
 min_crop_seconds = 1.0
 max_crop_seconds = 3.0
 batch_seconds = 24.0
 num_workers = 1
+"""
 
-[train.optim]
-lr = 1e-3
-schedule = "cosine"
-warmup_fraction = 0.08
-max_steps = {steps}
-
+_RUN = """
 [train.run]
 precision = "bf16"
 log_every = 25
@@ -79,7 +86,34 @@ ckpt_every = {ckpt_every}
 valid_every = {ckpt_every}
 keep_last = 1
 progress_bar = false
+"""
 
+PIPELINE_TEMPLATE = (
+    """\
+# Written by `hubertlab demo`; run it again with `hubertlab pipeline {config_name}`.
+out_dir = "run"
+seed = {seed}
+"""
+    + _CORPUS
+    + """
+# The CNN front end is most of a step's time: with 64 channels instead of the preset's 128 a
+# step takes ~0.27 s instead of ~0.37 s, and the extra steps pay off (iteration 1 at 1700
+# steps: ABX 4.0-4.1 / 8.5-8.6 within / across, vs 4.6 / 8.9 at 1000 steps with 128 channels).
+[train.model]
+preset = "tiny"
+[train.model.overrides]
+conv_channels = [64, 64, 64, 64, 64, 64, 64]
+"""
+    + _DATA
+    + """
+[train.optim]
+lr = 1e-3
+schedule = "cosine"
+warmup_fraction = 0.08
+max_steps = {steps}
+"""
+    + _RUN
+    + """
 # Iteration 1: MFCC targets, 100 units, from scratch.
 [[iterations]]
 features = "mfcc"
@@ -101,6 +135,48 @@ max_steps = {continue_steps}
 [iterations.train.model.overrides]
 unmasked_weight = 0.0
 """
+)
+
+DISTILL_TEMPLATE = (
+    """\
+# Written by `hubertlab demo --model {kind}`; run it again with
+# `hubertlab pipeline {config_name}`.
+out_dir = "run-{kind}"
+seed = {seed}
+"""
+    + _CORPUS
+    + """
+# One {name} iteration: self-distillation, so no k-means targets. The model is the tiny preset
+# of models/spidr_config.py; change the recipe here (any DistillConfig or BackboneConfig field).
+[train.model]
+kind = "{kind}"
+preset = "tiny"
+[train.model.overrides]
+# codebook_decay = 0.5
+# ema_start_decay = 0.999
+# ema_timescale = 20000.0
+"""
+    + _DATA
+    + """
+# The spidr recipe's AdamW settings, the demo's learning rate and schedule.
+[train.optim]
+lr = 1e-3
+betas = [0.9, 0.95]
+eps = 1e-6
+weight_decay = 0.01
+clip_grad_norm = 10.0
+schedule = "cosine"
+warmup_fraction = 0.08
+max_steps = {steps}
+"""
+    + _RUN
+    + """
+# num_units: the k-means the pipeline fits on the trained model's best layer (final_units),
+# as many units as the HuBERT iterations have, for models.md's k-means PNMI.
+[[iterations]]
+num_units = 100
+"""
+)
 
 
 def build_corpora(
@@ -126,8 +202,25 @@ def build_corpora(
     write_manifest(valid, out / "train" / "manifest.valid.csv")
 
 
-def prepare_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings()) -> Path:
-    """Synthesize both corpora and write the pipeline config; returns the config path."""
+def check_model(model: str) -> tuple[str, ...]:
+    """The models `--model` names, in the order they run; ValueError for an unknown one."""
+    if model not in MODEL_CHOICES:
+        raise ValueError(f"--model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
+    return MODELS if model == "all" else (model,)
+
+
+def config_path(out_dir: str | Path, model: str) -> Path:
+    """OUT/pipeline.toml for HuBERT (the demo's own), OUT/pipeline-<model>.toml otherwise."""
+    return Path(out_dir) / ("pipeline.toml" if model == "hubert" else f"pipeline-{model}.toml")
+
+
+def prepare_demo(
+    out_dir: str | Path, settings: DemoSettings = DemoSettings(), model: str = "hubert"
+) -> Path:
+    """Synthesize both corpora (kept when already built) and write the pipeline config of
+    `model` ("hubert": two iterations; "spidr", "dinosr": one); returns the config path."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     out = Path(out_dir)
     build_corpora(
         out / "corpus",
@@ -137,24 +230,48 @@ def prepare_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings()) -
         seed=settings.seed,
         workers=settings.workers or None,
     )
-    config = out / "pipeline.toml"
-    atomic_write_text(
-        config,
-        PIPELINE_TEMPLATE.format(
+    config = config_path(out, model)
+    if model == "hubert":
+        text = PIPELINE_TEMPLATE.format(
             config_name=config,
             seed=settings.seed,
             workers=settings.workers,
             steps=settings.train_steps,
             continue_steps=settings.continue_steps,
             ckpt_every=max(1, min(settings.train_steps, settings.continue_steps) // 4),
-        ),
-    )
+        )
+    else:
+        steps = settings.steps_of(model)
+        text = DISTILL_TEMPLATE.format(
+            config_name=config,
+            kind=model,
+            name=MODEL_NAMES[model],
+            seed=settings.seed,
+            workers=settings.workers,
+            steps=steps,
+            ckpt_every=max(1, steps // 4),
+        )
+    atomic_write_text(config, text)
     return config
 
 
-def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings()) -> Path:
-    """Prepare, run the pipeline, write the report; returns the report's path."""
+def run_demo(
+    out_dir: str | Path, settings: DemoSettings = DemoSettings(), model: str = "hubert"
+) -> Path:
+    """Prepare and run the pipeline of each model `model` names (each resumes where it
+    stopped), each writing its report. Returns the HuBERT run's report for "hubert" (the
+    demo as it always was); otherwise writes OUT/models.md (every model run in OUT side by
+    side) and returns its path."""
     from hubertlab.pipeline.run import run_pipeline
 
-    config = prepare_demo(out_dir, settings)
-    return run_pipeline(config)
+    models = check_model(model)
+    report = None
+    for name in models:
+        log.info("demo: %s", name)
+        report = run_pipeline(prepare_demo(out_dir, settings, name))
+    if model == "hubert":
+        return report
+    from hubertlab.demo.compare import write_models_report
+
+    configs = {m: config_path(out_dir, m) for m in MODELS if config_path(out_dir, m).is_file()}
+    return write_models_report(out_dir, configs)

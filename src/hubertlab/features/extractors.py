@@ -43,6 +43,8 @@ def describe(settings: dict, *, with_fingerprint: bool = True) -> str:
     text = settings.get("kind", "unknown")
     if text == "layer":
         text = f"layer {settings.get('layer')} of {settings.get('checkpoint') or 'a model object'}"
+        if settings.get("intermediate"):
+            text = "intermediate output of " + text
     fingerprint = settings.get("fingerprint")
     if with_fingerprint:
         text += f" (fingerprint {fingerprint[:12] if fingerprint else 'not recorded'})"
@@ -58,12 +60,14 @@ def build_extractor(
     dtype: str = "float32",
     chunk_seconds: float = 30.0,
     context_seconds: float = 2.0,
+    intermediate: bool = False,
 ) -> FeatureExtractor:
     """MfccExtractor for kind "mfcc"; LayerExtractor of layer `layer` of `checkpoint` for
-    kind "layer" (`device`, `dtype`, `chunk_seconds`, `context_seconds` go to it)."""
+    kind "layer" (`device`, `dtype`, `chunk_seconds`, `context_seconds` and `intermediate`,
+    SpidR/DinoSR's outputs before the residual, go to it)."""
     if kind == "mfcc":
-        if checkpoint is not None or layer is not None:
-            raise ValueError("checkpoint and layer go with kind 'layer', not 'mfcc'")
+        if checkpoint is not None or layer is not None or intermediate:
+            raise ValueError("checkpoint, layer and intermediate go with kind 'layer', not 'mfcc'")
         from hubertlab.features.mfcc import MfccExtractor
 
         return MfccExtractor()
@@ -75,7 +79,7 @@ def build_extractor(
 
     return LayerExtractor(
         checkpoint, layer, device=device, dtype=dtype, chunk_seconds=chunk_seconds,
-        context_seconds=context_seconds,
+        context_seconds=context_seconds, intermediate=intermediate,
     )  # fmt: skip
 
 

@@ -66,7 +66,9 @@ def chunks(total: int, chunk_frames: int, context_frames: int) -> Iterator[tuple
 
 class LayerExtractor:
     """Feature-store extractor for layer `layer` of a model (or any checkpoint
-    `hubertlab.models.checkpoint.from_pretrained` reads)."""
+    `hubertlab.models.checkpoint.from_pretrained` reads). With `intermediate` (SpidR/DinoSR
+    only), the layer's intermediate output (feed-forward output before the residual add, the
+    spidr package's definition; what `abx --intermediate` scores) instead of its hidden state."""
 
     frame_rate_hz = LABEL_RATE_HZ
 
@@ -76,6 +78,8 @@ class LayerExtractor:
         from hubertlab.features import transformers_layers as other
 
         if not isinstance(model, torch.nn.Module) and other.is_other_transformers_model(model):
+            if kwargs.pop("intermediate", False):
+                raise ValueError(f"{model}: intermediate outputs need a SpidR/DinoSR model")
             return other.TransformersLayerExtractor(model, *args, **kwargs)
         return super().__new__(cls)
 
@@ -88,6 +92,7 @@ class LayerExtractor:
         dtype: str = "float32",
         chunk_seconds: float = 30.0,
         context_seconds: float = 2.0,
+        intermediate: bool = False,
     ) -> None:
         from hubertlab.models.checkpoint import from_pretrained
 
@@ -99,6 +104,10 @@ class LayerExtractor:
             if not Path(self.checkpoint).exists():
                 raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
             model = from_pretrained(self.checkpoint, keep_head=False)
+        if intermediate and not hasattr(model, "intermediate_outputs"):
+            raise ValueError(
+                f"{self.checkpoint or 'model'}: intermediate outputs need a SpidR/DinoSR model"
+            )
         backbone = getattr(model, "backbone", model)  # a whole model, or its Backbone
         num_layers = backbone.cfg.num_layers
         if not 1 <= layer <= num_layers:
@@ -116,12 +125,15 @@ class LayerExtractor:
         self.layer = layer
         self.dim = backbone.cfg.hidden_dim
         self.dtype = dtype
+        self.intermediate = intermediate
 
     def settings(self) -> dict:
-        return {
+        settings = {
             "kind": "layer", "layer": self.layer, "checkpoint": self.checkpoint,
             "dim": self.dim, "frame_rate_hz": self.frame_rate_hz, "fingerprint": self.fingerprint,
         }  # fmt: skip
+        # Only when set: stores and k-means written before the option keep their settings.
+        return {**settings, "intermediate": True} if self.intermediate else settings
 
     def num_frames(self, num_samples: int) -> int:
         return num_frames(num_samples)
@@ -131,6 +143,11 @@ class LayerExtractor:
         with torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"
         ):
+            if self.intermediate:
+                from hubertlab.models.spidr import intermediate_outputs
+
+                outputs, _ = intermediate_outputs(self.model, wav[None])
+                return outputs[self.layer - 1][0].float()  # (frames, dim)
             hidden, _ = self.model.extract_features(wav[None], output_layer=self.layer)
         return hidden[self.layer][0].float()  # (frames, dim)
 

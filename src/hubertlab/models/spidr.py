@@ -102,12 +102,9 @@ class DistillModel(nn.Module):
         frame lengths. With before_residual=False, the usual hidden states (layer outputs,
         as Backbone.extract_features gives them without the input entry). No masking; call
         eval() for dropout-free outputs."""
-        features, valid, frame_lengths = self.backbone.cnn_features(waveforms, lengths)
-        feats = self.backbone.feature_proj(self.backbone.feature_norm(features))
-        hidden, ffns = self.backbone.encoder.run(
-            feats, valid, keep_all=not before_residual, ffn_outputs=before_residual
+        return intermediate_outputs(
+            self.backbone, waveforms, lengths, before_residual=before_residual
         )
-        return (ffns if before_residual else hidden[1:]), frame_lengths
 
     def codebook_predictions(
         self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
@@ -220,6 +217,23 @@ class DistillModel(nn.Module):
         for t, s in zip(copy_t, copy_s, strict=True):
             t.copy_(s)
         return decay
+
+
+def intermediate_outputs(
+    backbone: Backbone,
+    waveforms: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    *,
+    before_residual: bool = True,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """DistillModel.intermediate_outputs of a bare backbone (the student), for callers that
+    hold a copy of it (features.hidden.LayerExtractor)."""
+    features, valid, frame_lengths = backbone.cnn_features(waveforms, lengths)
+    feats = backbone.feature_proj(backbone.feature_norm(features))
+    hidden, ffns = backbone.encoder.run(
+        feats, valid, keep_all=not before_residual, ffn_outputs=before_residual
+    )
+    return (ffns if before_residual else hidden[1:]), frame_lengths
 
 
 def instance_norm(x: torch.Tensor, valid: torch.Tensor | None, eps: float = 1e-5) -> torch.Tensor:

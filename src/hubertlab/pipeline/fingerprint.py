@@ -108,4 +108,10 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
             fps[prefix + "train"]["init"] = digest(fps[f"iteration{k - 1}/select"])
         fps[prefix + "select"] = {"train": digest(fps[prefix + "train"])}
         fps[prefix + "abx"] = {**abx, "model": digest(fps[prefix + "select"])}
+        if not predicts_units(cfg, k):
+            fps[prefix + "codebooks"] = {
+                "model": digest(fps[prefix + "select"]),
+                "eval_manifest": files["eval_manifest"],
+                "eval_phones": files["eval_phones"],
+            }
     return {name: {"format": FORMAT_VERSION, **fp} for name, fp in fps.items()}

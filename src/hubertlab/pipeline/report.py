@@ -13,11 +13,13 @@ from hubertlab.pipeline.runner import Step, read_done, step_state
 from hubertlab.train.metrics import read_metrics
 
 
-def _json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, None if there is no such file (a step not done yet)."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A figure for a table; "-" when missing."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -28,9 +30,9 @@ def _units_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
     ]
     for k in range(1, num_iterations + 2):
         root = cfg.iteration_dir(k)
-        quality = _json(root / "quality" / "quality.json")
-        source = _json(root / "features" / "DONE.json")
-        kmeans = _json(root / "kmeans" / "DONE.json")
+        quality = read_json(root / "quality" / "quality.json")
+        source = read_json(root / "features" / "DONE.json")
+        kmeans = read_json(root / "kmeans" / "DONE.json")
         if quality is None or source is None or kmeans is None:
             continue
         spec = source["summary"]
@@ -40,21 +42,39 @@ def _units_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
         label = f"iteration {k} targets" if k <= num_iterations else "next iteration's targets"
         lines.append(
             f"| {label} | {made_from} | {kmeans['summary']['k']} "
-            f"| {_fmt(quality['pnmi'], 3)} | {_fmt(quality['phone_purity'], 3)} "
-            f"| {_fmt(quality['cluster_purity'], 3)} | {_fmt(quality['unit_perplexity'], 1)} "
+            f"| {fmt(quality['pnmi'], 3)} | {fmt(quality['phone_purity'], 3)} "
+            f"| {fmt(quality['cluster_purity'], 3)} | {fmt(quality['unit_perplexity'], 1)} "
             f"| {quality['used_units']} |"
         )
     return lines
 
 
+def _codebook_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
+    """SpidR/DinoSR: the units of each codebook head (argmax), scored as k-means units."""
+    lines = []
+    for k in range(1, num_iterations + 1):
+        report = read_json(cfg.iteration_dir(k) / "codebooks" / "quality.json")
+        for layer, quality in (report or {"layers": {}})["layers"].items():
+            mark = " (best)" if int(layer) == report["best_layer"] else ""
+            lines.append(
+                f"| iteration {k}, head of layer {layer}{mark} | {fmt(quality['pnmi'], 3)} "
+                f"| {fmt(quality['phone_purity'], 3)} | {fmt(quality['cluster_purity'], 3)} "
+                f"| {fmt(quality['unit_perplexity'], 1)} | {quality['used_units']} |"
+            )
+    if not lines:
+        return []
+    header = "| codebook units | PNMI | phone purity | cluster purity | perplexity | used |"
+    return ["", header, "|---|---|---|---|---|---|", *lines]
+
+
 def _abx_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
     lines = ["| features | within-speaker ABX (%) | across-speaker ABX (%) |", "|---|---|---|"]
-    for score in _baseline_scores(cfg):
+    for score in baseline_scores(cfg):
         within = score.get("within", {}).get("error_percent")
         across = score.get("across", {}).get("error_percent")
-        lines.append(f"| {score['name']} (baseline) | {_fmt(within)} | {_fmt(across)} |")
+        lines.append(f"| {score['name']} (baseline) | {fmt(within)} | {fmt(across)} |")
     for k in range(1, num_iterations + 1):
-        report = _json(cfg.iteration_dir(k) / "abx" / "abx.json")
+        report = read_json(cfg.iteration_dir(k) / "abx" / "abx.json")
         if report is None:
             continue
         best_layer = report["best"]["layer"]
@@ -63,14 +83,14 @@ def _abx_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
             within = score.get("within", {}).get("error_percent")
             across = score.get("across", {}).get("error_percent")
             lines.append(
-                f"| iteration {k}, {score['name']}{mark} | {_fmt(within)} | {_fmt(across)} |"
+                f"| iteration {k}, {score['name']}{mark} | {fmt(within)} | {fmt(across)} |"
             )
     return lines
 
 
-def _baseline_scores(cfg: PipelineConfig) -> list[dict[str, Any]]:
+def baseline_scores(cfg: PipelineConfig) -> list[dict[str, Any]]:
     """The baseline's ABX rows, the strong one (MFCC + CMVN) first."""
-    baseline = _json(cfg.out_dir / "baseline" / "abx.json")
+    baseline = read_json(cfg.out_dir / "baseline" / "abx.json")
     return [] if baseline is None else baseline["scores"]
 
 
@@ -128,11 +148,11 @@ def _plot_training(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
 
 def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
     fig, axes = _two_panels()
-    baselines = _baseline_scores(cfg)
+    baselines = baseline_scores(cfg)
     drawn = False
     for ax, mode in zip(axes, ("within", "across"), strict=True):
         for k in range(1, num_iterations + 1):
-            report = _json(cfg.iteration_dir(k) / "abx" / "abx.json")
+            report = read_json(cfg.iteration_dir(k) / "abx" / "abx.json")
             if report is None:
                 continue
             points = [(s["layer"], s[mode]["error_percent"]) for s in report["scores"] if mode in s]
@@ -145,6 +165,14 @@ def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
                 ax.axhline(score[mode]["error_percent"], color="k", ls=style, label=score["name"])
         ax.set(xlabel="layer", ylabel="ABX error (%)", title=f"{mode}-speaker ABX")
     return _save(fig, axes, png, drawn)
+
+
+def step_seconds(steps: list[Step]) -> dict[str, float | None]:
+    """Each step's wall time (as its DONE.json records it), None for a step not done."""
+    return {
+        step.name: read_done(step)["seconds"] if step_state(step) == "done" else None
+        for step in steps
+    }
 
 
 def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None) -> Path:
@@ -161,6 +189,7 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
         "## Unit quality on the held-out corpus",
         "",
         *_units_table(cfg, n),
+        *_codebook_table(cfg, n),
         "",
         "## ABX per layer on the held-out corpus",
         "",
@@ -171,13 +200,13 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
         lines += ["![ABX per layer](abx.png)", ""]
     lines += ["## Training", ""]
     for k in range(1, n + 1):
-        best = _json(cfg.iteration_dir(k) / "model" / "DONE.json")
+        best = read_json(cfg.iteration_dir(k) / "model" / "DONE.json")
         if best is not None:
             s = best["summary"]
             lines.append(
                 f"- iteration {k}: best checkpoint `{Path(s['checkpoint']).name}`"
                 + (
-                    f", validation loss {_fmt(s.get('valid_loss'), 3)}"
+                    f", validation loss {fmt(s.get('valid_loss'), 3)}"
                     if s.get("valid_loss") is not None
                     else ""
                 )
@@ -185,13 +214,10 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
     if _plot_training(cfg, n, out / "training.png"):
         lines += ["", "![loss and accuracy](training.png)"]
     lines += ["", "## Wall time of every step", "", "| step | state | seconds |", "|---|---|---|"]
-    total = 0.0
+    seconds = step_seconds(steps)
     for step in steps:
-        state = step_state(step)
-        seconds = read_done(step)["seconds"] if state == "done" else None
-        total += seconds or 0.0
-        lines.append(f"| {step.name} | {state} | {_fmt(seconds, 1)} |")
-    lines += [f"| total | | {total:.1f} |", ""]
+        lines.append(f"| {step.name} | {step_state(step)} | {fmt(seconds[step.name], 1)} |")
+    lines += [f"| total | | {sum(s or 0.0 for s in seconds.values()):.1f} |", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

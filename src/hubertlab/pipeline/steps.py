@@ -274,7 +274,41 @@ def _model_steps(cfg: PipelineConfig, k: int) -> list[Step]:
     ]
     if _abx_enabled(cfg):
         steps.append(Step(f"iteration{k}/abx", root / "abx", abx, "ABX per layer"))
+    if has_codebook_step(cfg, k):
+        steps.append(_codebook_step(cfg, k))
     return steps
+
+
+def has_codebook_step(cfg: PipelineConfig, k: int) -> bool:
+    """Whether iteration k scores its codebook units: a SpidR/DinoSR model and eval phones."""
+    return not predicts_units(cfg, k) and cfg.corpus.eval_phones is not None
+
+
+def _codebook_step(cfg: PipelineConfig, k: int) -> Step:
+    """Units of every codebook head of a SpidR/DinoSR model (the argmax, no k-means) on the
+    held-out corpus, scored as k-means units are: codebooks/quality.json."""
+    root = cfg.iteration_dir(k)
+    out = root / "codebooks"
+
+    def run() -> dict:
+        from hubertlab.data.alignments import read_phone_segments
+        from hubertlab.evaluate.units import unit_quality
+        from hubertlab.fileio import atomic_write_json
+        from hubertlab.models.checkpoint import from_pretrained
+        from hubertlab.units.codebook import transcribe_codebooks
+
+        model = from_pretrained(root / "model")
+        phones = read_phone_segments(cfg.corpus.eval_phones)
+        out_dirs = {layer: out / f"layer{layer}" for layer in model.cfg.target_layers}
+        units = transcribe_codebooks(read_manifest(cfg.corpus.eval_manifest), model, out_dirs)
+        layers = {str(layer): unit_quality(read_units(units[layer]), phones) for layer in units}
+        best = max(layers, key=lambda layer: layers[layer]["pnmi"])
+        atomic_write_json(out / "quality.json", {"layers": layers, "best_layer": int(best)})
+        return {"best_layer": int(best), "pnmi": layers[best]["pnmi"]}
+
+    return Step(
+        f"iteration{k}/codebooks", out, run, "PNMI of each codebook head's units (held-out)"
+    )
 
 
 def _abx_enabled(cfg: PipelineConfig) -> bool:

@@ -176,6 +176,8 @@ class DistillTask(TaskBase):
         }
         for layer, value in zip(mc.target_layers, target_ppl.tolist(), strict=True):
             out[f"target_ppl_layer{layer}"] = value
+        for layer, value in zip(mc.target_layers, pred_ppl.tolist(), strict=True):
+            out[f"pred_ppl_layer{layer}"] = value
         threshold = self.cfg.model.collapse_perplexity or mc.codebook_size / 16
         if totals["num_masked"] > 0 and out["target_ppl"] < threshold:
             log.warning(

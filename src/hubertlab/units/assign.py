@@ -72,6 +72,12 @@ def _check_match(kmeans: KMeansModel, dim: int, settings: dict, source: str) -> 
                 f"{name} was fitted on {key}={fitted[key]!r} features, {source} gives "
                 f"{key}={settings[key]!r}"
             )
+    # Both outputs of a SpidR layer come from the same weights: the fingerprint cannot tell.
+    if fitted and bool(fitted.get("intermediate")) != bool(settings.get("intermediate")):
+        raise ValueError(
+            f"{name} was fitted on the features of {describe(fitted, with_fingerprint=False)}, "
+            f"{source} gives {describe(settings, with_fingerprint=False)}"
+        )
     theirs, ours = fitted.get("fingerprint"), settings.get("fingerprint")
     if theirs is None or ours is None:
         log.warning(
