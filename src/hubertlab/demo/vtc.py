@@ -55,12 +55,24 @@ _PLACEMENT = {
 
 # eSpeak pitch (0-100) per class: children highest, men lowest.
 _PITCH = {"KCHI": (85, 100), "OCH": (85, 100), "MAL": (15, 45), "FEM": (50, 80)}
-# eSpeak variants: female f1-f5 (children and women), male m1-m7.
-_FEMALE_VARIANTS, _MALE_VARIANTS = 5, 7
+# eSpeak NG variants (espeak-ng-data/voices/!v) whose file says "gender female" or "male" and
+# that sound like a person (no robot, whisper or croak): children and women share the female
+# ones. Many voices per class, as in real recordings, so that a classifier must learn the voice
+# type rather than a few speakers.
+FEMALE_VARIANTS = (
+    *(f"f{i}" for i in range(1, 6)),
+    *("Alicia", "Andrea", "Annie", "anika", "aunty", "belinda", "grandma", "linda"),
+    *("steph", "steph2", "steph3"),
+)
+MALE_VARIANTS = (
+    *(f"m{i}" for i in range(1, 9)),
+    *("Andy", "Denis", "Diogo", "Henrique", "Hugo", "Lee", "Marco", "antonio", "michel"),
+    *("miguel", "sandro", "travis", "victor"),
+)
 _NUM_VOICES = sum(len(LANGUAGE_VOICES[language]) for language in _LANGUAGES)
 # No voice+variant twice: 3 splits x 3 female-variant classes (KCHI, OCH, FEM) draw from one pool.
 MAX_SPEAKERS_PER_CLASS = min(
-    _NUM_VOICES * _FEMALE_VARIANTS // (3 * 3), _NUM_VOICES * _MALE_VARIANTS // 3
+    _NUM_VOICES * len(FEMALE_VARIANTS) // (3 * 3), _NUM_VOICES * len(MALE_VARIANTS) // 3
 )
 
 
@@ -119,8 +131,8 @@ def make_vtc_speakers(cfg: VtcCorpusConfig) -> dict[str, list[VtcSpeaker]]:
     pools = {"f": [], "m": []}
     for language in _LANGUAGES:
         for voice in LANGUAGE_VOICES[language]:
-            pools["f"] += [(language, voice, f"f{i}") for i in range(1, _FEMALE_VARIANTS + 1)]
-            pools["m"] += [(language, voice, f"m{i}") for i in range(1, _MALE_VARIANTS + 1)]
+            pools["f"] += [(language, voice, variant) for variant in FEMALE_VARIANTS]
+            pools["m"] += [(language, voice, variant) for variant in MALE_VARIANTS]
     for key in pools:
         pools[key] = [pools[key][i] for i in rng.permutation(len(pools[key]))]
     speakers: dict[str, list[VtcSpeaker]] = {}
