@@ -74,6 +74,19 @@ def test_finetuning_trains_validates_and_tunes_thresholds(finetuned: Path):
                            start["backbone.encoder.layers.0.fc1.weight"])  # fmt: skip
 
 
+def test_validate_scores_the_checkpoints_of_a_finetuning_run(finetuned: Path, tmp_path: Path):
+    """`hubertlab validate` reads a fine-tuning config: the dev loss the run logged."""
+    out = tmp_path / "validation.jsonl"
+    argv = ["validate", str(finetuned / "run"), "--config", str(finetuned / "vtc.toml")]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    scored = {r["step"]: r for r in map(json.loads, out.read_text().splitlines())}
+    logged = [json.loads(line) for line in (finetuned / "run" / "metrics.jsonl").open()]
+    last = [r for r in logged if r["split"] == "valid"][-1]
+    assert scored[last["step"]]["loss"] == pytest.approx(last["loss"], rel=1e-5)
+    assert scored[last["step"]]["f1_macro"] == pytest.approx(last["f1_macro"], abs=1e-6)
+    assert sum(r["best"] for r in scored.values()) == 1
+
+
 def test_resumed_run_continues_bit_exactly(corpus: Path, finetuned: Path, tmp_path: Path):
     tables = vtc_tables(corpus, finetuned / "enc", tmp_path / "run")
     config = write_toml(tmp_path / "vtc.toml", tables)

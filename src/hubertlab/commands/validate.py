@@ -11,18 +11,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         required=True,
-        help="training TOML config (its [data] valid_manifest and valid_units)",
+        help="the run's TOML config: pretraining (its [data] valid_manifest and valid_units) or "
+        "fine-tuning (its dev set)",
     )
     parser.add_argument("--out", help="JSONL to write (default: CKPT_DIR/validation.jsonl)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
 def run(args: argparse.Namespace) -> int:
+    from hubertlab.config import read_toml
     from hubertlab.train.config import load_train_config
     from hubertlab.train.distributed import pick_device
+    from hubertlab.train.finetune_config import load_finetune_config
     from hubertlab.train.validate import validate_checkpoints
 
-    cfg = load_train_config(args.config)
+    finetuning = "finetune" in read_toml(args.config)
+    cfg = (load_finetune_config if finetuning else load_train_config)(args.config)
     records = validate_checkpoints(args.ckpt_dir, cfg, args.out, device=pick_device(args.device))
     for record in records:
         print(json.dumps(record))

@@ -29,5 +29,8 @@ def task_class(kind: str) -> Any:
 
 
 def build_task(cfg: Any) -> Any:
-    """The task a TrainConfig asks for (its [model] kind)."""
+    """The task a TrainConfig asks for (its [model] kind), or a FinetuneConfig (its
+    [finetune] task)."""
+    if hasattr(cfg, "finetune"):
+        return task_class(cfg.finetune.task)(cfg)
     return task_class(cfg.model.kind)(cfg)

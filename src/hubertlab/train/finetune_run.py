@@ -51,10 +51,10 @@ def tune_thresholds_on_dev(cfg: FinetuneConfig, checkpoint: Path) -> dict[str, A
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Train (or resume) the run, then tune VTC thresholds; returns the summary."""
-    from hubertlab.tasks import task_class
+    from hubertlab.tasks import build_task
     from hubertlab.train.loop import train
 
-    result = train(cfg, task_class(cfg.finetune.task)(cfg))
+    result = train(cfg, build_task(cfg))
     if cfg.finetune.task == "vtc" and result.get("rank", 0) == 0:
         result["tuned"] = tune_thresholds_on_dev(cfg, best_checkpoint(cfg.run.out_dir))
     return result

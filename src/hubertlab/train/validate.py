@@ -131,7 +131,8 @@ def validate_checkpoints(
     """Validate every step_*.pt in `ckpt_dir` (or its checkpoints/ folder) on the config's
     validation set; write one JSON line per checkpoint to `out_path` (default:
     ckpt_dir/validation.jsonl), the lowest loss marked "best": true. A checkpoint that cannot
-    be read is reported (with its error) and the others are scored."""
+    be read is reported (with its error) and the others are scored. `cfg` is a TrainConfig
+    or a FinetuneConfig (its dev set)."""
     from hubertlab.tasks import build_task
 
     ckpt_dir = Path(ckpt_dir)
@@ -142,7 +143,7 @@ def validate_checkpoints(
     found = list_checkpoints(ckpt_dir)
     if not found:
         raise FileNotFoundError(f"{ckpt_dir}: no step_*.pt checkpoints")
-    if cfg.data.valid_manifest is None:
+    if getattr(cfg.data, "valid_manifest", None) is None and not hasattr(cfg, "finetune"):
         raise ValueError("data.valid_manifest: the config names no validation set")
     device = device or torch.device("cpu")
     task = build_task(cfg)
