@@ -23,3 +23,12 @@ def test_bad_model_is_refused_before_any_work(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "out"), "--model", "spidr", "--spidr-steps", "0"]) == 1
     assert "--spidr-steps" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_vtc_speaker_count_is_refused_before_any_work(tmp_path, capsys):
+    from hubertlab.demo.vtc import MAX_SPEAKERS_PER_CLASS
+
+    argv = ["demo", str(tmp_path / "out"), "--finetune", "--vtc-speakers", "99"]
+    assert main(argv) == 1
+    assert f"--vtc-speakers must be in 1..{MAX_SPEAKERS_PER_CLASS}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "and an MFCC baseline; writes OUT/finetune/report.md",
     )
     p.add_argument("--vtc-minutes", type=float, default=f.vtc_minutes, help="VTC corpus size")
+    p.add_argument(
+        "--vtc-speakers", type=int, default=f.vtc_speakers, help="VTC speakers per class and split"
+    )
     p.add_argument("--vtc-steps", type=int, default=f.vtc_steps, help="VTC fine-tuning steps")
     p.add_argument("--ctc-steps", type=int, default=f.ctc_steps, help="CTC fine-tuning steps")
     p.add_argument(
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune:
         settings = FinetuneDemoSettings(
             vtc_minutes=args.vtc_minutes,
+            vtc_speakers=args.vtc_speakers,
             vtc_steps=args.vtc_steps,
             ctc_steps=args.ctc_steps,
             seed=args.seed,
