@@ -60,7 +60,8 @@ def _model_summary(cfg: PipelineConfig) -> dict[str, Any]:
         summary["codebook_units"] = read_json(last / "codebooks" / "quality.json")
         summary["perplexity"] = _final_perplexities(last / "train" / "metrics.jsonl")
     steps = build_steps(cfg)
-    seconds = step_seconds(steps)
+    # Like every other figure here, read from the run even where a newer hubertlab would redo it.
+    seconds = step_seconds(steps, stale=True)
     trained = [s for s in steps if s.name.endswith("/train")]
     model_steps = [s for s in steps if not s.name.startswith("baseline/")]
     summary["train_seconds"] = _total(seconds, trained)

@@ -167,10 +167,12 @@ def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
     return _save(fig, axes, png, drawn)
 
 
-def step_seconds(steps: list[Step]) -> dict[str, float | None]:
-    """Each step's wall time (as its DONE.json records it), None for a step not done."""
+def step_seconds(steps: list[Step], *, stale: bool = False) -> dict[str, float | None]:
+    """Each step's wall time (as its DONE.json records it), None for a step not done (nor
+    stale, with `stale`: the time of the work its outputs come from)."""
+    states = ("done", "stale") if stale else ("done",)
     return {
-        step.name: read_done(step)["seconds"] if step_state(step) == "done" else None
+        step.name: read_done(step)["seconds"] if step_state(step) in states else None
         for step in steps
     }
 
