@@ -204,6 +204,11 @@ def test_a_collapsing_codebook_is_warned_about(corpus, tmp_path, caplog):
             totals[f"target.{c}.{k}"] = 100.0 / 16
     assert task.summarize(totals)["target_ppl"] == pytest.approx(16.0, abs=1e-3)
     assert "collapsing" not in caplog.text
+    # One codebook collapsed beside a healthy one: the mean (8.5) hides it, the warning not.
+    for k in range(16):
+        totals[f"target.1.{k}"] = 100.0 if k == 5 else 0.0
+    assert task.summarize(totals)["target_ppl"] == pytest.approx(8.5, abs=1e-3)
+    assert "collapsing (layer 2: 1.0)" in caplog.text
 
 
 def test_the_example_config_loads():
