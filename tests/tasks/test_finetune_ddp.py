@@ -5,8 +5,6 @@ and writes one checkpoint that predict reads."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,26 +17,11 @@ from hubertlab.train import checkpoint as ckpt  # noqa: E402
 from tests.finetune_fixtures import tiny_encoder, vtc_tables, write_toml  # noqa: E402
 from tests.tasks.test_ctc import corpus as asr_corpus  # noqa: E402, F401
 from tests.tasks.test_ctc import ctc_tables  # noqa: E402
-from tests.train.test_loop import cli, free_port  # noqa: E402
+from tests.train.test_loop import cli, run_all, torchrun  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
               "input_dropout": 0.0}  # fmt: skip
-
-
-def torchrun_finetune(config: Path) -> list[str]:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    return [*launcher, "--master_port", str(free_port()), *cli("finetune", str(config))[1:]]
-
-
-def run_all(commands: list[list[str]]) -> None:
-    procs = [
-        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-        for c in commands
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
 
 
 def records(run: Path, split: str = "train") -> list[dict]:
@@ -69,7 +52,7 @@ def test_vtc_two_processes_match_one_with_the_same_global_batch(vtc_corpus, tmp_
         )
         for name, accum in (("one", 2), ("ddp", 1))
     }
-    run_all([cli("finetune", str(configs["one"])), torchrun_finetune(configs["ddp"])])
+    run_all([cli("finetune", str(configs["one"])), torchrun(configs["ddp"], "finetune")])
     one, ddp = records(tmp_path / "one"), records(tmp_path / "ddp")
     assert len(one) == len(ddp) == 6
     for a, b in zip(one, ddp, strict=True):
@@ -91,7 +74,7 @@ def test_vtc_two_processes_match_one_with_the_same_global_batch(vtc_corpus, tmp_
 def test_ctc_trains_under_torchrun(asr_corpus, tmp_path):  # noqa: F811
     tables = ctc_tables(asr_corpus, tiny_encoder(tmp_path / "enc"), tmp_path / "run")
     config = write_toml(tmp_path / "ctc.toml", tables)
-    run_all([torchrun_finetune(config)])
+    run_all([torchrun(config, "finetune")])
     train, valid = records(tmp_path / "run"), records(tmp_path / "run", "valid")
     assert [r["step"] for r in train] == [2, 4, 6, 8, 10]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)

@@ -16,7 +16,7 @@ from hubertlab.train import checkpoint as ckpt
 from hubertlab.train.config import load_train_config
 from hubertlab.train.loop import train
 from hubertlab.train.validate import model_from_checkpoint, validate_checkpoints
-from tests.train.test_loop import cli, torchrun, train_losses
+from tests.train.test_loop import cli, run_all, torchrun, train_losses
 from tests.train_fixtures import make_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,13 +159,7 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
         )
         for name, accum in (("one", 2), ("ddp", 1))
     }
-    procs = [
-        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-        for c in (cli("train", str(configs["one"])), torchrun(configs["ddp"]))
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
+    run_all([cli("train", str(configs["one"])), torchrun(configs["ddp"])])
     records = {
         name: [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         for name in configs

@@ -77,20 +77,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(config: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "hubertlab.cli",
-        "train",
-        str(config),
+def torchrun(config: Path, command: str = "train") -> list[str]:
+    """`hubertlab COMMAND CONFIG` on 2 CPU processes (gloo)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    return [*launcher, "--master_port", str(free_port()), *cli(command, str(config))[1:]]
+
+
+def run_all(commands: list[list[str]]) -> None:
+    """Run the commands side by side from the repository root; each must succeed."""
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+        for c in commands
     ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
 
 
 def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
@@ -113,13 +114,7 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
         torchrun(configs["ddp"]),
         torchrun(configs["fsdp"]),
     ]
-    procs = [
-        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-        for c in commands
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
+    run_all(commands)
     reference = train_losses(tmp_path / "one")
     assert len(reference) == 8
     weights = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "one" / "checkpoints"))
