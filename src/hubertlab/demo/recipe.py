@@ -25,13 +25,12 @@ class DemoSettings:
     train_steps: int = 1700  # iteration 1 (from scratch)
     continue_steps: int = 1000  # iteration 2 (continued from iteration 1's weights)
     # `--model spidr|dinosr|all`: one iteration each, about the training wall time of HuBERT's
-    # two (1700 + 1000 steps). A training step on one demo batch (8 x 3 s, bf16, AdamW; codebook
-    # update and teacher EMA), alternating models, median of 8 (2026-11-29, 2-core machine
-    # shared with other jobs, load 2.3-2.5: noisy): HuBERT tiny with the demo's 64-channel CNN
-    # 0.23 s (0.46 s CPU), SpidR tiny 0.33-0.34 s, DinoSR tiny 0.33 s: 1.42-1.48x, so
-    # 2700 / 1.46 ~ 1850 steps. Data loading and validation come on top for every model.
-    spidr_steps: int = 1850
-    dinosr_steps: int = 1850
+    # two (1700 + 1000 steps). Whole training runs on the quiet 2-core machine (2026-11-29, data
+    # loading and validation included): HuBERT's iteration 2 0.30 s a step (301 s / 1000),
+    # SpidR and DinoSR tiny 0.35-0.36 s (653 s and 674 s / 1850): 2700 x 0.30 / 0.355 ~ 2300.
+    # (A single-step benchmark under load gave 1.42-1.48x, hence the earlier 1850.)
+    spidr_steps: int = 2300
+    dinosr_steps: int = 2300
     seed: int = 0
     workers: int = 0  # 0: one per core
 
