@@ -4,9 +4,6 @@ codebooks and schedule included), two gloo processes equal one with the same glo
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from hubertlab.train import checkpoint as ckpt
 from hubertlab.train.config import load_train_config
 from hubertlab.train.loop import train
 from hubertlab.train.validate import model_from_checkpoint, validate_checkpoints
-from tests.train.test_loop import cli, run_all, torchrun, train_losses
+from tests.train.test_loop import cli, run_all, run_full_and_killed, torchrun, train_losses
 from tests.train_fixtures import make_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,22 +119,7 @@ def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path):
     sections = {"run": {"log_every": 1}, "model__overrides": {**TINY, "dropout": 0.1}}
     full = write_config(tmp_path / "full.toml", corpus[0], tmp_path / "full", **sections)
     killed = write_config(tmp_path / "killed.toml", corpus[0], tmp_path / "killed", **sections)
-    subprocess.run(cli("train", str(full)), check=True, capture_output=True, cwd=REPO)
-    proc = subprocess.Popen(
-        cli("train", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO
-    )
-    ckpt_dir = tmp_path / "killed" / "checkpoints"
-    first = ckpt.checkpoint_path(ckpt_dir, 10)
-    while not first.exists() and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    for _, path in ckpt.list_checkpoints(ckpt_dir):
-        if path != first:
-            path.unlink()
-    subprocess.run(cli("train", str(killed)), check=True, capture_output=True, cwd=REPO)
-    a = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "full" / "checkpoints", 20))
-    b = ckpt.load_checkpoint(ckpt.checkpoint_path(ckpt_dir, 20))
+    a, b = run_full_and_killed(full, killed)
     assert any(k.startswith("teacher.") for k in a["model"])
     assert a["model"].keys() == b["model"].keys()
     for name, value in a["model"].items():

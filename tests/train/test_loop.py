@@ -39,18 +39,14 @@ def train_losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in records if r["split"] == "train"]
 
 
-def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path):
-    train_set, _ = corpus
-    # One decoding worker, dropout on: the resume must restore sampler, RNG and optimizer.
-    sections = {"data": {"num_workers": 1}, "run": {"log_every": 1}}
-    full = write_config(tmp_path / "full.toml", train_set, tmp_path / "full", **sections)
-    killed = write_config(tmp_path / "killed.toml", train_set, tmp_path / "killed", **sections)
+def run_full_and_killed(full: Path, killed: Path) -> tuple[dict, dict]:
+    """Train `full` to the end; train `killed`, SIGKILL it once its step-10 checkpoint exists,
+    resume it to the end; return both runs' step-20 checkpoints."""
     subprocess.run(cli("train", str(full)), check=True, capture_output=True, cwd=REPO)
-
     proc = subprocess.Popen(
         cli("train", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO
     )
-    ckpt_dir = tmp_path / "killed" / "checkpoints"
+    ckpt_dir = load_train_config(killed).run.out_dir / "checkpoints"
     first = ckpt.checkpoint_path(ckpt_dir, 10)
     while not first.exists() and proc.poll() is None:
         time.sleep(0.005)
@@ -61,9 +57,20 @@ def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path):
         if path != first:
             path.unlink()
     subprocess.run(cli("train", str(killed)), check=True, capture_output=True, cwd=REPO)
+    full_dir = load_train_config(full).run.out_dir / "checkpoints"
+    return (
+        ckpt.load_checkpoint(ckpt.checkpoint_path(full_dir, 20)),
+        ckpt.load_checkpoint(ckpt.checkpoint_path(ckpt_dir, 20)),
+    )
 
-    a = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "full" / "checkpoints", 20))
-    b = ckpt.load_checkpoint(ckpt.checkpoint_path(ckpt_dir, 20))
+
+def test_resume_after_sigkill_is_bit_identical(corpus, tmp_path):
+    train_set, _ = corpus
+    # One decoding worker, dropout on: the resume must restore sampler, RNG and optimizer.
+    sections = {"data": {"num_workers": 1}, "run": {"log_every": 1}}
+    full = write_config(tmp_path / "full.toml", train_set, tmp_path / "full", **sections)
+    killed = write_config(tmp_path / "killed.toml", train_set, tmp_path / "killed", **sections)
+    a, b = run_full_and_killed(full, killed)
     assert a["model"].keys() == b["model"].keys()
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
