@@ -31,9 +31,12 @@ def test_finetune_demo_runs_three_encoders_on_both_tasks(tmp_path: Path):
     build_corpora(tmp_path / "corpus", train_minutes=0.5, eval_minutes=0.2, speakers=2,
                   valid_fraction=0.2, workers=1)  # fmt: skip
     tiny_encoder(tmp_path / "run" / "iteration2" / "model")
-    settings = FinetuneDemoSettings(vtc_minutes=0.8, vtc_steps=3, ctc_steps=3)
+    settings = FinetuneDemoSettings(
+        vtc_minutes=0.5, vtc_test_minutes=0.3, vtc_speakers=2, vtc_steps=3, ctc_steps=3
+    )
     report = run_finetune_demo(tmp_path, settings)
     text = report.read_text()
+    assert "train / dev / test 0.4 / 0.1 / 0.3 min, 2 voices per class" in text
     assert "| random init, same recipe |" in text and "| MFCC frame model, same head |" in text
     results = json.loads((tmp_path / "finetune" / "results.json").read_text())
     assert {(r["task"], r["encoder"]) for r in results} == {
@@ -46,3 +49,16 @@ def test_finetune_demo_runs_three_encoders_on_both_tasks(tmp_path: Path):
     again = run_finetune_demo(tmp_path, settings)
     assert json.loads((tmp_path / "finetune" / "results.json").read_text()) == results
     assert again == report
+
+
+def test_vtc_corpus_settings_name_their_corpus():
+    settings = FinetuneDemoSettings()
+    corpus = settings.vtc_corpus()
+    minutes = [corpus.minutes * f for f in corpus.split_fractions]
+    assert minutes == pytest.approx([18.0, 6.0, 30.0])
+    assert corpus.speakers_per_class == settings.vtc_speakers and corpus.seed == settings.seed
+    other = FinetuneDemoSettings(vtc_test_minutes=10.0)
+    assert other.vtc_tag() != settings.vtc_tag()
+    assert FinetuneDemoSettings(seed=1).vtc_tag() != settings.vtc_tag()
+    with pytest.raises(ValueError, match="--vtc-test-minutes"):
+        FinetuneDemoSettings(vtc_test_minutes=0)

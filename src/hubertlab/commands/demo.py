@@ -39,7 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fine-tune the pretrained demo model of OUT (VTC and CTC ASR) beside a random-init "
         "and an MFCC baseline; writes OUT/finetune/report.md",
     )
-    p.add_argument("--vtc-minutes", type=float, default=f.vtc_minutes, help="VTC corpus size")
+    p.add_argument(
+        "--vtc-minutes", type=float, default=f.vtc_minutes, help="VTC training + dev minutes (3:1)"
+    )
+    p.add_argument(
+        "--vtc-test-minutes", type=float, default=f.vtc_test_minutes, help="VTC test minutes"
+    )
     p.add_argument(
         "--vtc-speakers", type=int, default=f.vtc_speakers, help="VTC speakers per class and split"
     )
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune:
         settings = FinetuneDemoSettings(
             vtc_minutes=args.vtc_minutes,
+            vtc_test_minutes=args.vtc_test_minutes,
             vtc_speakers=args.vtc_speakers,
             vtc_steps=args.vtc_steps,
             ctc_steps=args.ctc_steps,
