@@ -37,8 +37,7 @@ class FinetuneDemoSettings:
     vtc_test_minutes: float = 30.0
     # Speakers of each voice type in each split: test scores 10 unseen voices per class.
     vtc_speakers: int = MAX_SPEAKERS_PER_CLASS
-    # The budget of the README's comparison (~18 min on 2 cores for the six runs): at 100-300
-    # VTC steps the pretrained encoder still trails random init (README).
+    # The budget of the README's comparison (~20 min on 2 cores for the six runs).
     vtc_steps: int = 1000
     ctc_steps: int = 300
     seed: int = 0
