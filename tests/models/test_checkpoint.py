@@ -136,6 +136,16 @@ def test_own_dir_and_training_checkpoint(tmp_path):
     assert not torch.equal(dropped.unit_embeddings[0], model.unit_embeddings[0])
 
 
+def test_a_checkpoint_file_is_read_once(tmp_path, monkeypatch):
+    # Telling a SpidR file from a HuBERT one must not read a (1 GB) checkpoint a second time.
+    model = HubertModel(small_config("base"))
+    torch.save(training_checkpoint(model, step=1), tmp_path / "ckpt.pt")
+    reads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    loaded = from_pretrained(tmp_path / "ckpt.pt")
+    assert reads == [tmp_path / "ckpt.pt"] and loaded.cfg == model.cfg
+
+
 def test_torchaudio_state_dict(tmp_path):
     torch.manual_seed(0)
     model = HubertModel(small_config("large")).eval()

@@ -84,13 +84,16 @@ def test_released_layout_loads_with_module_prefix_and_kind_from_the_name(tmp_pat
                 torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
-def test_our_training_checkpoint_and_folder_load(spidr_dir, tmp_path):
+def test_our_training_checkpoint_and_folder_load(spidr_dir, tmp_path, monkeypatch):
     model = from_pretrained(spidr_dir)
     assert isinstance(model, DistillModel)
     model_config = json.loads((spidr_dir / "config.json").read_text())["model_config"]
     state = {"model": model.state_dict(), "model_config": model_config, "model_kind": "spidr"}
     torch.save(state, tmp_path / "step_1.pt")
+    reads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
     again = from_pretrained(tmp_path / "step_1.pt")
+    assert len(reads) == 1  # the kind test and the reader share one read
     for key, value in model.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
 

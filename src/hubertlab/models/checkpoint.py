@@ -155,9 +155,13 @@ def from_pretrained(
     DistillModel (teacher and codebooks included; `keep_head` does not apply)."""
     from hubertlab.models import spidr_io
 
-    if spidr_io.distill_kind(path) is not None:
-        return spidr_io.load_distill(path, **overrides)
-    cfg, state = read_checkpoint(path, num_units=overrides.get("num_units"))
+    # A checkpoint file is read once (a fairseq base .pt is ~1 GB): the kind test and the
+    # reader share it.
+    file = Path(path)
+    loaded = safe_load(file) if file.is_file() and file.suffix != ".safetensors" else None
+    if spidr_io.distill_kind(path, loaded=loaded) is not None:
+        return spidr_io.load_distill(path, loaded=loaded, **overrides)
+    cfg, state = read_checkpoint(path, num_units=overrides.get("num_units"), loaded=loaded)
     return build_model(cfg, state, keep_head=keep_head, where=str(path), **overrides)
 
 
@@ -205,10 +209,11 @@ def build_model(
 
 
 def read_checkpoint(
-    path: str | Path, *, num_units: tuple[int, ...] | None = None
+    path: str | Path, *, num_units: tuple[int, ...] | None = None, loaded: Any = None
 ) -> tuple[HubertConfig, dict[str, torch.Tensor]]:
     """(config, our-layout state dict) of any supported checkpoint. `num_units` tells how a
-    fairseq checkpoint with several label sets splits its concatenated unit table."""
+    fairseq checkpoint with several label sets splits its concatenated unit table; `loaded` is
+    the file's object when the caller has read it already."""
     path = Path(path)
     if path.is_dir():
         return _read_dir(path)
@@ -216,7 +221,7 @@ def read_checkpoint(
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return _read_dir(path.parent)
-    obj = safe_load(path)
+    obj = safe_load(path) if loaded is None else loaded
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(obj).__name__}")
     if "model_config" in obj and "model" in obj:

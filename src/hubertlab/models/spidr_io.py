@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 KINDS = ("spidr", "dinosr")
 
 
-def distill_kind(path: str | Path) -> str | None:
-    """ "spidr" or "dinosr" if `path` holds such a model in a layout we read, else None."""
+def distill_kind(path: str | Path, *, loaded: Any = None) -> str | None:
+    """ "spidr" or "dinosr" if `path` holds such a model in a layout we read, else None.
+    `loaded`: the file's object when the caller has read it already (it is not read again)."""
     path = Path(path)
     if path.is_dir() or path.suffix == ".safetensors":
         folder = path if path.is_dir() else path.parent
@@ -46,7 +47,7 @@ def distill_kind(path: str | Path) -> str | None:
         return kind if kind in KINDS else None
     if not path.is_file():
         return None
-    return _kind_of_object(_load(path), path, None)
+    return _kind_of_object(_load(path) if loaded is None else loaded, path, None)
 
 
 def _load(path: Path) -> Any:
@@ -67,10 +68,10 @@ def _kind_of_object(obj: Any, path: Path, kind: str | None) -> str | None:
 
 
 def read_distill_checkpoint(
-    path: str | Path, *, kind: str | None = None
+    path: str | Path, *, kind: str | None = None, loaded: Any = None
 ) -> tuple[DistillConfig, dict[str, torch.Tensor]]:
     """(config, our-layout state dict) of a SpidR/DinoSR folder or file (see the module doc);
-    `kind` names the model of a spidr-package file."""
+    `kind` names the model of a spidr-package file; `loaded` is the file's object if read."""
     from hubertlab.models.checkpoint import CheckpointError
 
     path = Path(path)
@@ -81,7 +82,7 @@ def read_distill_checkpoint(
         return cfg, load_file(str(folder / "model.safetensors"))
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    obj = _load(path)
+    obj = _load(path) if loaded is None else loaded
     found = _kind_of_object(obj, path, kind)
     if found is None:
         raise CheckpointError(f"{path}: not a SpidR/DinoSR checkpoint")
@@ -100,13 +101,15 @@ def read_distill_checkpoint(
     return cfg, spidr_to_ours(state, where=str(path))
 
 
-def load_distill(path: str | Path, *, kind: str | None = None, **overrides: Any) -> DistillModel:
-    """A DistillModel from any layout read_distill_checkpoint reads; `overrides` replace
-    config fields that do not change shapes (dropouts...)."""
+def load_distill(
+    path: str | Path, *, kind: str | None = None, loaded: Any = None, **overrides: Any
+) -> DistillModel:
+    """A DistillModel from any layout read_distill_checkpoint reads (`loaded`: the file's
+    object if read already); `overrides` replace config fields that do not change shapes."""
     from hubertlab.models.checkpoint import CheckpointError
     from hubertlab.models.config import replace_fields
 
-    cfg, state = read_distill_checkpoint(path, kind=kind)
+    cfg, state = read_distill_checkpoint(path, kind=kind, loaded=loaded)
     if overrides:
         cfg = replace_fields(cfg, overrides)
     model = DistillModel(cfg)
