@@ -60,6 +60,18 @@ def test_rare_language_first_and_budget_met_to_the_sample():
     assert all(r.archive in ("rare", "common") for r in rows)
 
 
+def test_no_chunk_under_one_frame_at_the_budget():
+    pairs, lid = _corpus()
+    # 7 chunks and 300 samples: a last chunk of 300 samples would give no frame.
+    rows, summary = curate(pairs, CurationConfig(hours=(70 * SR + 300) / SR / 3600), lid=lid)
+    assert len(rows) == 7 and all(r.num_samples >= 400 for r in rows)
+    assert summary["budget_met"] and summary["picked_hours"] == pytest.approx(70 / 3600)
+    rows, summary = curate(pairs, CurationConfig(hours=(70 * SR + 400) / SR / 3600), lid=lid)
+    assert len(rows) == 8 and rows[-1].num_samples == 400 and summary["budget_met"]
+    with pytest.raises(ValueError, match="one frame"):
+        CurationConfig(hours=1e-7)
+
+
 def test_deterministic_whatever_the_input_order():
     pairs, lid = _corpus()
     cfg = CurationConfig(hours=1.0)

@@ -11,7 +11,9 @@ fixed chunks, picked until an hour budget is met exactly.
    the one with the most language-ID speech inside it ("nospeech" if none); chunks whose
    language is in `drop_languages` are left out;
 4. groups best score first (ties: group name), chunks in recording and time order, until the
-   budget: the last chunk is cut so that the total equals the budget to the sample.
+   budget: the last chunk is cut so that the total equals the budget to the sample (a cut
+   shorter than one frame, 400 samples, would give no frame: it is left out, and the budget
+   counts as met, short by under 25 ms).
 
 Deterministic: no randomness, every sort has a total order."""
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hubertlab.constants import SAMPLE_RATE
+from hubertlab.constants import RECEPTIVE_FIELD, SAMPLE_RATE
 from hubertlab.curate.speech import FileSpeech
 from hubertlab.data.manifest import Manifest, ManifestRow, fileid_for
 
@@ -47,8 +49,8 @@ class CurationConfig:
     drop_languages: tuple[str, ...] = ("nospeech", "unknown")
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.hours) and self.hours > 0):
-            raise ValueError(f"hours must be > 0, got {self.hours}")
+        if not (math.isfinite(self.hours) and self.hours * 3600 * SAMPLE_RATE >= RECEPTIVE_FIELD):
+            raise ValueError(f"hours must be at least one frame (25 ms), got {self.hours}")
         if not 0 <= self.min_density <= 1:
             raise ValueError(f"min_density must be in [0, 1], got {self.min_density}")
         if not 0 < self.min_speech_s <= self.chunk_s:
@@ -173,15 +175,20 @@ def curate(
                 take = min(chunk.num_samples, budget - total)
                 picked.append(Chunk(chunk.row, chunk.start, take, chunk.language, chunk.speech_s))
                 total += take
-                if total == budget:
+                if _budget_met(total, budget):
                     break
-            if total == budget:
+            if _budget_met(total, budget):
                 break
-        if total == budget:
+        if _budget_met(total, budget):
             break
     counts["chunks_picked"] = len(picked)
     summary = _summary(pairs, lid, picked, counts, densities, cfg, total, budget)
     return [c.to_row() for c in picked], summary
+
+
+def _budget_met(total: int, budget: int) -> bool:
+    # Less than one frame left: a chunk cut to it would give the CNN no frame.
+    return budget - total < RECEPTIVE_FIELD
 
 
 def _languages(speech: FileSpeech, row: ManifestRow, lid) -> list[str]:
@@ -228,13 +235,13 @@ def _summary(pairs, lid, picked, counts, densities, cfg, total, budget) -> dict:
     after: Counter = Counter()
     for chunk in picked:
         after[chunk.language] += chunk.num_samples / SAMPLE_RATE / 3600
-    if total < budget:
+    if not _budget_met(total, budget):
         log.warning("only %.3f h of chunks qualify, short of the %.3f h budget",
                     total / SAMPLE_RATE / 3600, cfg.hours)  # fmt: skip
     return {
         "budget_hours": cfg.hours,
         "picked_hours": total / SAMPLE_RATE / 3600,
-        "budget_met": total == budget,
+        "budget_met": _budget_met(total, budget),
         "speech_hours_before": dict(sorted(before.items())),
         "hours_after": dict(sorted(after.items())),
         "counts": dict(sorted(counts.items())),
