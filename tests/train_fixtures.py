@@ -78,11 +78,22 @@ def write_config(
             "train_manifest": str(train[0]),
             "train_units": [str(train[1])],
             "num_units": [NUM_UNITS],
-            "min_crop_seconds": 0.5,
-            "max_crop_seconds": 1.0,
-            "batch_seconds": 2.0,
-            "num_workers": 0,
+            **CROPS,
         },
+        **optim_and_run(out_dir),
+    }
+    if valid is not None:
+        tables["data"].update(valid_manifest=str(valid[0]), valid_units=[str(valid[1])])
+    return write_tables(path, tables, **sections)
+
+
+# Short crops in small batches, read in the test process.
+CROPS = {"min_crop_seconds": 0.5, "max_crop_seconds": 1.0, "batch_seconds": 2.0, "num_workers": 0}
+
+
+def optim_and_run(out_dir: Path) -> dict[str, dict]:
+    """The [optim] and [run] tables of the test configs: 20 quick fp32 steps, one thread."""
+    return {
         "optim": {"lr": 2e-3, "warmup_steps": 5, "max_steps": 20},
         "run": {
             "out_dir": str(out_dir),
@@ -94,14 +105,15 @@ def write_config(
             "num_threads": 1,
         },
     }
-    if valid is not None:
-        tables["data"].update(valid_manifest=str(valid[0]), valid_units=[str(valid[1])])
+
+
+def write_tables(path: Path, tables: dict[str, dict], **sections: dict) -> Path:
+    """Write `tables` as TOML after `sections` (model__overrides= for [model.overrides]) add
+    or replace their keys."""
     for name, values in sections.items():
         tables[name.replace("__", ".")].update(values)
     lines = []
     for name, values in tables.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-        lines.append("")
+        lines += [f"[{name}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items()), ""]
     path.write_text("\n".join(lines))
     return path

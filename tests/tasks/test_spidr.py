@@ -14,7 +14,7 @@ from hubertlab.train.config import load_train_config
 from hubertlab.train.loop import train
 from hubertlab.train.validate import model_from_checkpoint, validate_checkpoints
 from tests.train.test_loop import cli, run_all, run_full_and_killed, torchrun, train_losses
-from tests.train_fixtures import make_corpus
+from tests.train_fixtures import CROPS, make_corpus, optim_and_run, write_tables
 
 REPO = Path(__file__).resolve().parents[2]
 SECONDS = [1.0, 1.5, 0.8, 2.0, 1.2, 0.6, 1.7, 0.9]
@@ -43,31 +43,10 @@ def write_config(path: Path, manifest: Path, out_dir: Path, kind: str = "spidr",
     tables = {
         "model": {"kind": kind, "preset": "tiny"},
         "model.overrides": dict(TINY),
-        "data": {
-            "train_manifest": str(manifest),
-            "min_crop_seconds": 0.5,
-            "max_crop_seconds": 1.0,
-            "batch_seconds": 2.0,
-            "num_workers": 0,
-        },
-        "optim": {"lr": 2e-3, "warmup_steps": 5, "max_steps": 20},
-        "run": {
-            "out_dir": str(out_dir),
-            "precision": "fp32",
-            "log_every": 5,
-            "ckpt_every": 10,
-            "valid_every": 0,
-            "progress_bar": False,
-            "num_threads": 1,
-        },
+        "data": {"train_manifest": str(manifest), **CROPS},
+        **optim_and_run(out_dir),
     }
-    for name, values in sections.items():
-        tables[name.replace("__", ".")].update(values)
-    lines = []
-    for name, values in tables.items():
-        lines += [f"[{name}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items()), ""]
-    path.write_text("\n".join(lines))
-    return path
+    return write_tables(path, tables, **sections)
 
 
 @pytest.mark.parametrize("kind", ["spidr", "dinosr"])
