@@ -23,6 +23,7 @@ from hubertlab.data.manifest import read_manifest  # noqa: E402
 from hubertlab.demo.corpus import (  # noqa: E402
     DemoCorpusConfig,
     build_demo_corpus,
+    make_speakers,
     max_speakers,
     move_stop_onsets,
     normalize_phone,
@@ -235,6 +236,14 @@ def test_synthesis_is_independent_of_history():
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DemoCorpusConfig(**kwargs)
+
+
+def test_men_speak_lower_than_women():
+    # A pitch drawn regardless of sex taught the demo model to drop it (README, fine-tuning).
+    speakers = make_speakers(DemoCorpusConfig(speakers=24, seed=5))
+    men = [s.pitch for s in speakers if s.voice.split("+")[1].startswith("m")]
+    women = [s.pitch for s in speakers if s.voice.split("+")[1].startswith("f")]
+    assert men and women and max(men) < min(women)
 
 
 def test_max_speakers():

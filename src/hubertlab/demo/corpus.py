@@ -50,6 +50,11 @@ LANGUAGE_VOICES: dict[str, dict[str, str]] = {
     "de": {"de": "de"},
 }
 VARIANTS = tuple(f"m{i}" for i in range(1, 8)) + tuple(f"f{i}" for i in range(1, 6))
+# eSpeak base pitch (0-100) of a speaker by the sex of its variant, as rng.integers bounds
+# (15-45 for men, 50-80 for women: the VTC corpus's MAL and FEM ranges). Real voices differ by
+# sex in pitch; a corpus that drew every speaker from one range taught the demo model to drop
+# pitch, and its fine-tuning could not tell men from women (README, fine-tuning).
+ADULT_PITCH = {"m": (15, 46), "f": (50, 81)}
 # eSpeak mnemonics of plosives and affricates start with one of these (case matters: "D" is a
 # fricative); their closure precedes eSpeak's event.
 _STOP_INITIALS = frozenset("ptkbdgcq?")
@@ -146,7 +151,7 @@ def make_speakers(cfg: DemoCorpusConfig) -> list[Speaker]:
                 language=language,
                 voice=f"{voice}+{variant}",
                 rate_wpm=int(rng.integers(135, 200)),
-                pitch=int(rng.integers(30, 71)),
+                pitch=int(rng.integers(*ADULT_PITCH[variant[0]])),
                 pitch_range=int(rng.integers(30, 81)),
                 channel=Channel.random(rng),
                 rt60_s=float(rng.uniform(0.1, 0.4)),
