@@ -323,7 +323,10 @@ def build_demo_corpus(
             log.info("%s: corpus already built with these settings", out)
             return previous
         if not force:
-            raise ValueError(f"{out} holds a demo corpus with other settings; pass force=True")
+            raise ValueError(
+                f"{out} holds a demo corpus with other settings or speakers (an older hubertlab "
+                "drew speakers otherwise): delete it or use another folder (demo-corpus: --force)"
+            )
     stray = [p for p in (out / "wav").rglob("*") if p.is_file() and p.suffix != ".wav"]
     if stray:  # wav/ of an unfinished build holds only .wav files; never delete anything else
         raise ValueError(f"{out / 'wav'} holds files that are not ours, e.g. {stray[0]}")
