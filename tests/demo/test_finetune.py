@@ -60,5 +60,11 @@ def test_vtc_corpus_settings_name_their_corpus():
     other = FinetuneDemoSettings(vtc_test_minutes=10.0)
     assert other.vtc_tag() != settings.vtc_tag()
     assert FinetuneDemoSettings(seed=1).vtc_tag() != settings.vtc_tag()
+    # A seed or a budget is another run (the CTC runs once reused seed 0's scores).
+    ctc = {FinetuneDemoSettings(seed=seed, ctc_steps=steps).run_name("ctc", "random")
+           for seed in (0, 1) for steps in (100, 300)}  # fmt: skip
+    vtc = {FinetuneDemoSettings(seed=seed, vtc_steps=steps).run_name("vtc", "random")
+           for seed in (0, 1) for steps in (100, 300)}  # fmt: skip
+    assert len(ctc) == len(vtc) == 4 and settings.run_name("ctc", "mfcc") == "ctc-mfcc-300steps"
     with pytest.raises(ValueError, match="--vtc-test-minutes"):
         FinetuneDemoSettings(vtc_test_minutes=0)

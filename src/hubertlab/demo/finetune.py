@@ -69,6 +69,13 @@ class FinetuneDemoSettings:
             f"seed{self.seed}"
         )
 
+    def run_name(self, task: str, kind: str) -> str:
+        """The folder of one run: another budget, VTC corpus or seed is another run."""
+        if task == "vtc":
+            return f"vtc-{kind}-{self.vtc_steps}steps-{self.vtc_tag()}"
+        # Seed 0 keeps the name CTC runs had before the seed was part of it.
+        return f"ctc-{kind}-{self.ctc_steps}steps" + (f"-seed{self.seed}" if self.seed else "")
+
 
 def pretrained_model(out: Path, path: str | None = None) -> Path:
     """The demo's iteration-2 model folder (or `path`), or an error that says how to make it."""
@@ -250,14 +257,11 @@ def finetune_runs(out: Path, settings: FinetuneDemoSettings, kinds, pretrained: 
     }
     results = []
     for kind in kinds:
-        # Another budget or VTC corpus is another run.
-        for task, data, name, steps, score in (
-            ("vtc", vtc_data, f"-{settings.vtc_tag()}", settings.vtc_steps,
-             lambda cfg: _vtc_score(cfg, vtc)),
-            ("ctc", ctc_data, "", settings.ctc_steps,
-             lambda cfg: _ctc_score(cfg, corpus / "eval")),
-        ):  # fmt: skip
-            run_dir = root / f"{task}-{kind}-{steps}steps{name}"
+        for task, data, steps, score in (
+            ("vtc", vtc_data, settings.vtc_steps, lambda cfg: _vtc_score(cfg, vtc)),
+            ("ctc", ctc_data, settings.ctc_steps, lambda cfg: _ctc_score(cfg, corpus / "eval")),
+        ):
+            run_dir = root / settings.run_name(task, kind)
             results.append(
                 _run_one(task, kind, pretrained, data, run_dir, steps, settings.seed, score)
             )
