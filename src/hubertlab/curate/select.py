@@ -169,16 +169,17 @@ def curate(
     budget = round(cfg.hours * 3600 * SAMPLE_RATE)
     picked: list[Chunk] = []
     total = 0
-    for _, key in scored:
-        for speech, row in sorted(groups[key], key=lambda p: p[1].fileid):
-            for chunk in _chunks(speech, row, cfg, lid, counts):
-                take = min(chunk.num_samples, budget - total)
-                picked.append(Chunk(chunk.row, chunk.start, take, chunk.language, chunk.speech_s))
-                total += take
-                if _budget_met(total, budget):
-                    break
-            if _budget_met(total, budget):
-                break
+    # Chunks are made lazily, best group first: the counts stop where the budget is met.
+    in_order = (
+        chunk
+        for _, key in scored
+        for speech, row in sorted(groups[key], key=lambda p: p[1].fileid)
+        for chunk in _chunks(speech, row, cfg, lid, counts)
+    )
+    for chunk in in_order:
+        take = min(chunk.num_samples, budget - total)
+        picked.append(Chunk(chunk.row, chunk.start, take, chunk.language, chunk.speech_s))
+        total += take
         if _budget_met(total, budget):
             break
     counts["chunks_picked"] = len(picked)

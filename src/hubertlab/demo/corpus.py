@@ -51,9 +51,10 @@ LANGUAGE_VOICES: dict[str, dict[str, str]] = {
 }
 VARIANTS = tuple(f"m{i}" for i in range(1, 8)) + tuple(f"f{i}" for i in range(1, 6))
 # eSpeak base pitch (0-100) of a speaker by the sex of its variant, as rng.integers bounds
-# (15-45 for men, 50-80 for women: the VTC corpus's MAL and FEM ranges). Real voices differ by
-# sex in pitch; a corpus that drew every speaker from one range taught the demo model to drop
-# pitch, and its fine-tuning could not tell men from women (README, fine-tuning).
+# (15-45 for men, 50-80 for women; demo/vtc.py's MAL and FEM bounds are one lower at the top,
+# kept so that neither corpus's draws change). Real voices differ by sex in pitch; a corpus
+# that drew every speaker from one range taught the demo model to drop pitch, and its
+# fine-tuning could not tell men from women (README, fine-tuning).
 ADULT_PITCH = {"m": (15, 46), "f": (50, 81)}
 # eSpeak mnemonics of plosives and affricates start with one of these (case matters: "D" is a
 # fricative); their closure precedes eSpeak's event.
