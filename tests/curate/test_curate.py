@@ -42,10 +42,10 @@ def _corpus():
     return pairs, lid
 
 
-def test_rare_language_first_and_budget_met_to_the_sample():
+def test_rare_language_first_and_budget_met_with_whole_chunks():
     pairs, lid = _corpus()
     table = {"en": 5000.0, "cy": 3.0}
-    cfg = CurationConfig(hours=75 / 3600)  # 7.5 chunks
+    cfg = CurationConfig(hours=75 / 3600)  # 7.5 chunks: 8 whole ones
     rows, summary = curate(pairs, cfg, lid=lid, hours_table=table)
     # rare: density 56.5/60 * weight 4 > common: 1.0 * weight 1. rare's chunk 20-30 has
     # 9.5 s of speech, 30-40 9 s: all 6 chunks qualify; then common's.
@@ -53,23 +53,33 @@ def test_rare_language_first_and_budget_met_to_the_sample():
         f"r/a_{k * 160000}_{(k + 1) * 160000}" for k in range(6)
     ]
     assert rows[6].fileid == "c/a_0_160000"
-    assert rows[7].num_samples == 5 * SR and rows[7].start == 10 * SR  # cut to the budget
-    assert sum(r.num_samples for r in rows) == 75 * SR
+    assert rows[7].num_samples == 10 * SR and rows[7].start == 10 * SR  # whole, not cut
+    assert sum(r.num_samples for r in rows) == 80 * SR
     assert summary["budget_met"] and summary["counts"]["groups_below_density"] == 1
-    assert summary["hours_after"] == pytest.approx({"cy": 60 / 3600, "en": 15 / 3600})
+    assert summary["hours_after"] == pytest.approx({"cy": 60 / 3600, "en": 20 / 3600})
     assert all(r.archive in ("rare", "common") for r in rows)
 
 
-def test_no_chunk_under_one_frame_at_the_budget():
+def test_whole_chunks_at_the_budget():
     pairs, lid = _corpus()
-    # 7 chunks and 300 samples: a last chunk of 300 samples would give no frame.
+    # 7 chunks and 300 samples: the 8th chunk is taken whole, never a 300-sample sliver.
     rows, summary = curate(pairs, CurationConfig(hours=(70 * SR + 300) / SR / 3600), lid=lid)
-    assert len(rows) == 7 and all(r.num_samples >= 400 for r in rows)
-    assert summary["budget_met"] and summary["picked_hours"] == pytest.approx(70 / 3600)
-    rows, summary = curate(pairs, CurationConfig(hours=(70 * SR + 400) / SR / 3600), lid=lid)
-    assert len(rows) == 8 and rows[-1].num_samples == 400 and summary["budget_met"]
-    with pytest.raises(ValueError, match="one frame"):
-        CurationConfig(hours=1e-7)
+    assert [r.num_samples for r in rows] == [10 * SR] * 8
+    assert summary["budget_met"] and summary["picked_hours"] == pytest.approx(80 / 3600)
+    rows, summary = curate(pairs, CurationConfig(hours=70 / 3600), lid=lid)
+    assert len(rows) == 7 and summary["budget_met"]
+
+
+@pytest.mark.parametrize("chunk_s", [0.01, 0.00001, 0.99, float("nan"), float("inf"), -10])
+def test_chunks_shorter_than_a_second_are_refused(chunk_s):
+    with pytest.raises(ValueError, match="chunk_s must be at least 1.0 s"):
+        CurationConfig(hours=1.0, chunk_s=chunk_s, min_speech_s=0.001)
+
+
+@pytest.mark.parametrize("hours", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_budget_that_is_not_a_positive_number_is_refused(hours):
+    with pytest.raises(ValueError, match="hours must be > 0"):
+        CurationConfig(hours=hours)
 
 
 def test_deterministic_whatever_the_input_order():
@@ -106,7 +116,7 @@ def test_curate_and_segments_cli_on_the_long_form_demo(longform, tmp_path, capsy
     summary = json.loads((out / "summary.json").read_text())
     assert summary["budget_met"] and (out / "density.png").stat().st_size > 1000
     manifest = read_manifest(out / "manifest.csv")
-    assert manifest.total_samples == round(0.008 * 3600 * SR)
+    assert manifest.total_samples == 3 * 10 * SR  # 28.8 s of budget: 3 whole 10 s chunks
     wav = manifest.read_audio(len(manifest) - 1)
     assert wav.shape == (manifest[-1].num_samples,) and np.abs(wav).max() > 0.01
 

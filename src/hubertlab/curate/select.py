@@ -11,9 +11,8 @@ fixed chunks, picked until an hour budget is met exactly.
    the one with the most language-ID speech inside it ("nospeech" if none); chunks whose
    language is in `drop_languages` are left out;
 4. groups best score first (ties: group name), chunks in recording and time order, until the
-   budget: the last chunk is cut so that the total equals the budget to the sample (a cut
-   shorter than one frame, 400 samples, would give no frame: it is left out, and the budget
-   counts as met, short by under 25 ms).
+   budget is reached: chunks stay whole (a training sample is the chunk length, never a sliver
+   cut to meet the budget to the sample), so the total exceeds the budget by under one chunk.
 
 Deterministic: no randomness, every sort has a total order."""
 
@@ -28,13 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hubertlab.constants import RECEPTIVE_FIELD, SAMPLE_RATE
+from hubertlab.constants import SAMPLE_RATE
 from hubertlab.curate.speech import FileSpeech
 from hubertlab.data.manifest import Manifest, ManifestRow, fileid_for
 
 log = logging.getLogger(__name__)
 
 UNDETERMINED = "und"
+# A chunk is one training sample. 1 s is 50 CNN frames: five of HuBERT's 10-frame mask spans,
+# so masking (~55 % of frames) still leaves unmasked context around the masked ones; shorter
+# chunks give a handful of frames (160 samples give none) and train nothing worth the audio.
+MIN_CHUNK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,10 @@ class CurationConfig:
     drop_languages: tuple[str, ...] = ("nospeech", "unknown")
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.hours) and self.hours * 3600 * SAMPLE_RATE >= RECEPTIVE_FIELD):
-            raise ValueError(f"hours must be at least one frame (25 ms), got {self.hours}")
+        if not (math.isfinite(self.hours) and self.hours > 0):
+            raise ValueError(f"hours must be > 0, got {self.hours}")
+        if not (math.isfinite(self.chunk_s) and self.chunk_s >= MIN_CHUNK_S):
+            raise ValueError(f"chunk_s must be at least {MIN_CHUNK_S} s, got {self.chunk_s}")
         if not 0 <= self.min_density <= 1:
             raise ValueError(f"min_density must be in [0, 1], got {self.min_density}")
         if not 0 < self.min_speech_s <= self.chunk_s:
@@ -177,19 +182,13 @@ def curate(
         for chunk in _chunks(speech, row, cfg, lid, counts)
     )
     for chunk in in_order:
-        take = min(chunk.num_samples, budget - total)
-        picked.append(Chunk(chunk.row, chunk.start, take, chunk.language, chunk.speech_s))
-        total += take
-        if _budget_met(total, budget):
+        picked.append(chunk)
+        total += chunk.num_samples
+        if total >= budget:
             break
     counts["chunks_picked"] = len(picked)
     summary = _summary(pairs, lid, picked, counts, densities, cfg, total, budget)
     return [c.to_row() for c in picked], summary
-
-
-def _budget_met(total: int, budget: int) -> bool:
-    # Less than one frame left: a chunk cut to it would give the CNN no frame.
-    return budget - total < RECEPTIVE_FIELD
 
 
 def _languages(speech: FileSpeech, row: ManifestRow, lid) -> list[str]:
@@ -203,7 +202,7 @@ def _chunks(speech: FileSpeech, row: ManifestRow, cfg: CurationConfig, lid, coun
     chunk_samples = round(cfg.chunk_s * SAMPLE_RATE)
     found = (lid.get(speech.fileid) or lid.get(row.fileid)) if lid else None
     for k in range(row.num_samples // chunk_samples):
-        start_s, end_s = k * cfg.chunk_s, (k + 1) * cfg.chunk_s
+        start_s, end_s = k * chunk_samples / SAMPLE_RATE, (k + 1) * chunk_samples / SAMPLE_RATE
         speech_s = float(_overlap(speech.segments, start_s, end_s).sum())
         counts["chunks_considered"] += 1
         if speech_s < cfg.min_speech_s - 1e-6:
@@ -236,13 +235,13 @@ def _summary(pairs, lid, picked, counts, densities, cfg, total, budget) -> dict:
     after: Counter = Counter()
     for chunk in picked:
         after[chunk.language] += chunk.num_samples / SAMPLE_RATE / 3600
-    if not _budget_met(total, budget):
+    if total < budget:
         log.warning("only %.3f h of chunks qualify, short of the %.3f h budget",
                     total / SAMPLE_RATE / 3600, cfg.hours)  # fmt: skip
     return {
         "budget_hours": cfg.hours,
         "picked_hours": total / SAMPLE_RATE / 3600,
-        "budget_met": _budget_met(total, budget),
+        "budget_met": total >= budget,
         "speech_hours_before": dict(sorted(before.items())),
         "hours_after": dict(sorted(after.items())),
         "counts": dict(sorted(counts.items())),
