@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 
@@ -24,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_hours_table(path: str | Path) -> dict[str, float]:
-    """CSV with columns language,hours."""
+    """CSV with columns language,hours (finite, >= 0)."""
+    from hubertlab.curate.checks import checked_float
+
     table = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -32,18 +35,34 @@ def read_hours_table(path: str | Path) -> dict[str, float]:
             raise ValueError(f"{path}: needs columns language,hours (has {reader.fieldnames})")
         for i, d in enumerate(reader, start=2):
             try:
-                table[d["language"]] = float(d["hours"])
-            except ValueError:
+                hours = float(d["hours"])
+            except (TypeError, ValueError):
                 raise ValueError(f"{path}:{i}: hours is not a number: {d['hours']!r}") from None
+            table[d["language"]] = checked_float(hours, f"{path}:{i}: hours", low=0)
     return table
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Every float flag finite and in range, before any work (the error names the flag)."""
+    from hubertlab.curate.checks import checked_float
+    from hubertlab.curate.select import MIN_CHUNK_S
+
+    checked_float(args.hours, "--hours", low=0, low_open=True)
+    checked_float(args.min_density, "--min-density", low=0, high=1)
+    # A chunk is one training sample: under 1 s (50 frames) it trains nothing (select.py).
+    checked_float(args.chunk_seconds, "--chunk-seconds", low=MIN_CHUNK_S)
+    checked_float(args.min_speech_seconds, "--min-speech-seconds", low=0, low_open=True,
+                  high=args.chunk_seconds)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from hubertlab.curate.select import CurationConfig, curate, join_rows, plot_densities
     from hubertlab.curate.speech import read_speech
     from hubertlab.data.manifest import read_manifest, relocate, write_manifest
-    from hubertlab.fileio import atomic_write_json
+    from hubertlab.fileio import atomic_write_text
 
+    check_flags(args)
+    table = read_hours_table(args.hours_table) if args.hours_table else None
     cfg = CurationConfig(
         hours=args.hours, min_density=args.min_density, chunk_s=args.chunk_seconds,
         min_speech_s=args.min_speech_seconds, group=args.group,
@@ -55,11 +74,12 @@ def run(args: argparse.Namespace) -> int:
         lid = {}
         for speech, row in join_rows(read_speech(args.lid), manifest, args.lid):
             lid[row.fileid] = speech
-    table = read_hours_table(args.hours_table) if args.hours_table else None
     rows, summary = curate(pairs, cfg, lid=lid, hours_table=table)
     out = Path(args.out_dir)
     write_manifest(relocate(rows, manifest.root, out / "manifest.csv"), out / "manifest.csv")
-    atomic_write_json(out / "summary.json", summary)
+    # allow_nan=False: a NaN would make the file invalid JSON; refuse rather than write it.
+    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_text(out / "summary.json", text)
     plot_densities(summary["densities"], cfg.min_density, out / "density.png")
     print(
         f"{out}: {len(rows)} chunks, {summary['picked_hours']:.3f} h of {args.hours} h "

@@ -18,6 +18,7 @@ padded segment), padded segments are kept: comparisons allow 1 microsecond of fl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from hubertlab.constants import SAMPLE_RATE
@@ -37,8 +38,8 @@ class SegmentPolicy:
 
     def __post_init__(self) -> None:
         for name in ("merge_gap_s", "min_s", "max_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.max_s < 2 * self.min_s:
             raise ValueError(f"max_s ({self.max_s}) must be at least 2 x min_s ({self.min_s})")
 

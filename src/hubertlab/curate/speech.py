@@ -9,6 +9,7 @@ Ours, one object per recording: {"fileid", "duration" (s), "segments": [[start, 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,10 @@ class FileSpeech:
 
 
 def _number(value, where: str, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{where}: {key!r} must be a number, got {value!r}")
+    # JSON's NaN and Infinity parse as floats; NaN passes `< 0` and would drop a segment or
+    # stretch it to the file's end, and reach summary.json.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{where}: {key!r} must be a finite number, got {value!r}")
     if value < 0:
         raise ValueError(f"{where}: {key!r} is negative: {value}")
     return float(value)

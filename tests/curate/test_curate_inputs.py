@@ -1,0 +1,105 @@
+"""What curate, segments and the speech readers refuse or warn about: non-finite or
+out-of-range floats in flags and files, segments past the audio, UPS timestamps in the wrong
+unit; and the UPS recipe run from its own VAD and language-ID files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hubertlab.cli import main
+from hubertlab.commands.curate import read_hours_table
+from hubertlab.curate.speech import read_speech
+from hubertlab.data.audio import write_audio
+
+SR = 16000
+
+
+def _write_jsonl(path, objects):
+    path.write_text("".join(json.dumps(o) + "\n" for o in objects))
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Four 30 s noise recordings in two language folders, and their manifest."""
+    root = tmp_path_factory.mktemp("ups")
+    rng = np.random.default_rng(0)
+    for name in ("es/a", "es/b", "cy/a", "cy/b"):
+        write_audio(root / "audio" / f"{name}.wav", 0.1 * rng.standard_normal(30 * SR))
+    assert main(["manifest", str(root / "audio"), str(root / "manifest.csv")]) == 0
+    return root
+
+
+def _ups_vad(corpus, name="vad.jsonl", *, scale=SR, end=None):
+    """UPS VAD results: speech 0-28 s in every file; es/* in tar 1, cy/* in tar 2."""
+    objects = []
+    for path, tar in (("es/a.wav", 1), ("es/b.wav", 1), ("cy/a.wav", 2), ("cy/b.wav", 2)):
+        stamps = [{"start": 0, "end": (28 if end is None else end) * scale}]
+        objects.append({path: {"tar_number": tar, "duration": 30.0, "timestamps": stamps}})
+    return _write_jsonl(corpus / name, objects)
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_in_speech_files_are_refused(tmp_path, bad):
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text(f'{{"fileid": "a", "duration": 10, "segments": [[1, {bad}]]}}\n')
+    with pytest.raises(ValueError, match=r"ours.jsonl:1: 'end' must be a finite number"):
+        read_speech(ours)
+    ups = tmp_path / "ups.jsonl"
+    ups.write_text(
+        '{"a.wav": {"duration": 10, "timestamps": []}}\n'
+        f'{{"b.wav": {{"duration": {bad}, "timestamps": []}}}}\n'
+    )
+    with pytest.raises(ValueError, match=r"ups.jsonl:2: 'duration' must be a finite number"):
+        read_speech(ups)
+
+
+@pytest.mark.parametrize("bad", ["nan", "-5", "inf"])
+def test_hours_table_values_must_be_finite_and_not_negative(tmp_path, bad):
+    table = tmp_path / "hours.csv"
+    table.write_text(f"language,hours\nen,5000\ncy,{bad}\n")
+    with pytest.raises(ValueError, match=r"hours.csv:3: hours must be a finite number in \[0"):
+        read_hours_table(table)
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--chunk-seconds", "0.01"), ("--chunk-seconds", "0.00001"), ("--chunk-seconds", "nan"),
+     ("--hours", "nan"), ("--hours", "-1"), ("--min-density", "nan"),
+     ("--min-speech-seconds", "nan"), ("--min-speech-seconds", "11")],
+)  # fmt: skip
+def test_curate_flags_are_checked_before_any_work(corpus, tmp_path, capsys, flag, value):
+    args = ["curate", str(_ups_vad(corpus)), str(corpus / "manifest.csv"), str(tmp_path / "o"),
+            "--hours", "0.01", flag, value]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"error: {flag} must be a finite number" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", ["--merge-gap-seconds", "--min-seconds", "--max-seconds"])
+def test_segments_flags_must_be_finite(corpus, tmp_path, capsys, flag):
+    args = ["segments", str(_ups_vad(corpus)), str(corpus / "manifest.csv"),
+            str(tmp_path / "spans.csv"), flag, "nan"]  # fmt: skip
+    assert main(args) == 1
+    assert f"error: {flag} must be a finite number" in capsys.readouterr().err
+
+
+def test_summary_json_never_holds_nan(corpus, tmp_path, monkeypatch, capsys):
+    from hubertlab.curate import select
+
+    real = select.curate
+
+    def with_nan(*args, **kwargs):
+        rows, summary = real(*args, **kwargs)
+        return rows, {**summary, "densities": {"1": float("nan")}}
+
+    monkeypatch.setattr(select, "curate", with_nan)
+    args = ["curate", str(_ups_vad(corpus)), str(corpus / "manifest.csv"), str(tmp_path / "o"),
+            "--hours", "0.01"]  # fmt: skip
+    assert main(args) == 1
+    assert "Out of range float values are not JSON compliant" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "summary.json").exists()
