@@ -103,3 +103,46 @@ def test_summary_json_never_holds_nan(corpus, tmp_path, monkeypatch, capsys):
     assert main(args) == 1
     assert "Out of range float values are not JSON compliant" in capsys.readouterr().err
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_segments_past_the_duration_are_named(tmp_path, caplog):
+    ours = _write_jsonl(tmp_path / "ours.jsonl", [
+        {"fileid": "a", "duration": 10, "segments": [[1, 2], [8, 10.5], [11, 12]]},
+    ])  # fmt: skip
+    read_speech(ours)
+    assert "ours.jsonl:1: segment 1 (8.000-10.500 s) and 1 more end past the duration" in (
+        caplog.text
+    )
+
+
+def test_timestamps_in_the_wrong_unit_are_named(corpus, tmp_path, caplog):
+    # UPS timestamps are samples: 0-28 "samples" in a 30 s file are seconds written as is.
+    read_speech(_ups_vad(tmp_path, scale=1))
+    assert "vad.jsonl:1: every timestamp is <= 30, the duration in seconds" in caplog.text
+    caplog.clear()
+    read_speech(_ups_vad(tmp_path))
+    assert "look like" not in caplog.text
+    ours = _write_jsonl(tmp_path / "ours.jsonl", [
+        {"fileid": "a", "duration": 30, "segments": [[0, 28 * SR]]},
+    ])  # fmt: skip
+    read_speech(ours)
+    assert "ours.jsonl:1: segments end at up to 448000 in a 30 s file: they look like samples" in (
+        caplog.text
+    )
+
+
+def test_vad_past_the_audio_is_named_and_clipped(corpus, caplog):
+    from hubertlab.curate.select import join_rows
+    from hubertlab.data.manifest import read_manifest
+
+    vad = _write_jsonl(corpus / "long.jsonl", [
+        {"es/a.wav": {"duration": 40.0, "timestamps": [
+            {"start": 0, "end": 10 * SR}, {"start": 20 * SR, "end": 35 * SR},
+            {"start": 36 * SR, "end": 39 * SR}]}},
+    ])  # fmt: skip
+    ((speech, row),) = join_rows(read_speech(vad), read_manifest(corpus / "manifest.csv"), "v")
+    assert "v: es/a.wav: duration 40.000 s, but its audio has 30.000 s" in caplog.text
+    assert "v: es/a.wav: segment 1 (20.000-35.000 s) and 1 more end past its 30.000 s" in (
+        caplog.text
+    )
+    assert speech.segments == ((0.0, 10.0), (20.0, 30.0)) and row.fileid == "es/a"

@@ -22,7 +22,7 @@ import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,38 @@ def join_rows(
                     source, len(missing), manifest.source, missing[0])  # fmt: skip
     if not pairs:
         raise ValueError(f"{source}: no recording matches a row of {manifest.source}")
-    return pairs
+    return [(fit_to_audio(speech, row, source), row) for speech, row in pairs]
+
+
+# Durations and segment ends within one 20 ms frame of the audio's end are rounding.
+_END_SLACK_S = 0.02
+
+
+def fit_to_audio(speech: FileSpeech, row: ManifestRow, source: str = "") -> FileSpeech:
+    """`speech` with its segments clipped to the row's audio (those starting past it dropped),
+    with a warning naming the file and the first segment past the end: VAD results that
+    disagree with the audio (another file, or a unit mix-up) should not go unnoticed."""
+    if not isinstance(speech, FileSpeech):
+        return speech  # per-file language-ID results have no times
+    audio_s = row.num_samples / SAMPLE_RATE
+    where = f"{source}: {speech.fileid}"
+    if speech.duration_s > audio_s + _END_SLACK_S:
+        hint = " (samples, not seconds?)" if speech.duration_s > 1000 * max(audio_s, 1) else ""
+        log.warning("%s: duration %.3f s, but its audio has %.3f s%s",
+                    where, speech.duration_s, audio_s, hint)  # fmt: skip
+    past = [i for i, (_, end) in enumerate(speech.segments) if end > audio_s + _END_SLACK_S]
+    if not past:
+        return speech
+    start, end = speech.segments[past[0]]
+    log.warning("%s: segment %d (%.3f-%.3f s) and %d more end past its %.3f s of audio: "
+                "clipped to the audio, or dropped if they start past it",
+                where, past[0], start, end, len(past) - 1, audio_s)  # fmt: skip
+    keep = [i for i, (s, _) in enumerate(speech.segments) if s < audio_s]
+    return replace(
+        speech,
+        segments=tuple((s, min(e, audio_s)) for s, e in (speech.segments[i] for i in keep)),
+        languages=tuple(speech.languages[i] for i in keep) if speech.languages else (),
+    )
 
 
 def _overlap(segments, start: float, end: float) -> np.ndarray:

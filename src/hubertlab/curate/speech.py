@@ -9,6 +9,7 @@ Ours, one object per recording: {"fileid", "duration" (s), "segments": [[start, 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,13 @@ from pathlib import Path
 
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.fileio import read_jsonl
+
+log = logging.getLogger(__name__)
+
+# Segment ends within one 20 ms frame past the duration are rounding.
+_END_SLACK_S = 0.02
+# Segments in seconds that end 100 x past a file's duration were written in samples (16000 x).
+_UNIT_RATIO = 100
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,11 @@ def _checked(fileid, duration_s, segments, where, archive=None, languages=()) ->
         if end < start:
             raise ValueError(f"{where}: segment {i} ends ({end}) before it starts ({start})")
         out.append((start, end))
+    past = [i for i, (_, end) in enumerate(out) if end > duration_s + _END_SLACK_S]
+    if past:
+        start, end = out[past[0]]
+        log.warning("%s: segment %d (%.3f-%.3f s) and %d more end past the duration, %.3f s",
+                    where, past[0], start, end, len(past) - 1, duration_s)  # fmt: skip
     order = sorted(range(len(out)), key=lambda i: out[i])
     languages = tuple(languages)
     if languages and len(languages) != len(out):
@@ -91,6 +104,10 @@ def _ours(d: dict, where: str) -> FileSpeech:
         if not isinstance(seg, list | tuple) or len(seg) not in (2, 3):
             raise ValueError(f"{where}: segment {i} is not [start, end]: {seg!r}")
         pairs.append((_number(seg[0], where, "start"), _number(seg[1], where, "end")))
+    last = max((e for _, e in pairs), default=0.0)
+    if last > _UNIT_RATIO * max(duration, 1.0):
+        log.warning("%s: segments end at up to %g in a %g s file: they look like samples, "
+                    "but this format's segments are seconds", where, last, duration)  # fmt: skip
     languages = d.get("languages") or ()
     return _checked(d["fileid"], duration, pairs, where, d.get("archive"), languages)
 
@@ -109,6 +126,13 @@ def _ups(key: str, d: dict, where: str) -> FileSpeech:
         language = t.get("language", d.get("language"))
         if language is not None:
             languages.append(str(language))
+    last = max((t["end"] for t in stamps), default=0)
+    if stamps and duration >= 1.0 and last <= duration:
+        # As samples every segment would lie in the file's first duration / 16000 seconds.
+        log.warning(
+            "%s: every timestamp is <= %g, the duration in seconds: they look like seconds, "
+            "but UPS timestamps are samples at 16 kHz", where, duration,
+        )  # fmt: skip
     archive = d.get("tar_number")
     return _checked(key, duration, pairs, where, archive, languages)
 
