@@ -146,3 +146,50 @@ def test_vad_past_the_audio_is_named_and_clipped(corpus, caplog):
         caplog.text
     )
     assert speech.segments == ((0.0, 10.0), (20.0, 30.0)) and row.fileid == "es/a"
+
+
+def _recipe(corpus, tmp_path, lid, out):
+    table = tmp_path / "hours.csv"
+    table.write_text("language,hours\nes,5000\ncy,3\n")
+    args = ["curate", str(_ups_vad(corpus)), str(corpus / "manifest.csv"), str(tmp_path / out),
+            "--hours", "0.01", "--lid", str(lid), "--hours-table", str(table)]  # fmt: skip
+    assert main(args) == 0
+    return tmp_path / out
+
+
+@pytest.mark.parametrize("form", ["per-file", "rows"])
+def test_the_ups_recipe_runs_from_its_own_files_deterministically(corpus, tmp_path, form):
+    # cy/b is missing from the results: "unknown", dropped. Rows name files by tar and
+    # file name as UPS's index does: "a.wav" of tar 2 is cy/a, not es/a (tar 1).
+    if form == "per-file":
+        results = [{"es/a.wav": {"language": "es", "tar_number": 1}},
+                   {"es/b.wav": {"language": "es", "tar_number": 1}},
+                   {"cy/a.wav": {"language": "cy", "tar_number": 2}}]  # fmt: skip
+    else:
+        results = [{"tar_number": 1, "filepath": "/x/a.wav", "prediction": "es"},
+                   {"tar_number": 1, "filepath": "/x/b.wav", "prediction": "es"},
+                   {"tar_number": 2, "filepath": "/y/a.wav", "prediction": "cy"}]  # fmt: skip
+    lid = _write_jsonl(tmp_path / "lid.jsonl", results)
+    first, second = (_recipe(corpus, tmp_path, lid, out) for out in ("o1", "o2"))
+    for name in ("manifest.csv", "summary.json", "density.png"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    summary = json.loads((first / "summary.json").read_text())
+    # tar 2 (Welsh, weight 4) first: cy/a's three chunks (20-30 s holds 8 s of speech), then
+    # one of tar 1's Spanish chunks reaches the 36 s budget.
+    assert summary["hours_after"] == pytest.approx({"cy": 30 / 3600, "es": 10 / 3600})
+    assert summary["counts"]["chunks_dropped_unknown"] == 3
+    assert summary["speech_hours_before"] == pytest.approx({"cy": 28 / 3600, "es": 56 / 3600})
+    lines = (first / "manifest.csv").read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in lines] == [
+        "cy/a_0_160000", "cy/a_160000_320000", "cy/a_320000_480000", "es/a_0_160000",
+    ]  # fmt: skip
+
+
+def test_language_id_results_in_no_known_form_are_named(corpus, tmp_path, capsys):
+    lid = _write_jsonl(tmp_path / "lid.jsonl", [
+        {"tar_number": 1, "filepath": "a.wav", "prediction": ["es", 0.9]},
+    ])  # fmt: skip
+    args = ["curate", str(_ups_vad(corpus)), str(corpus / "manifest.csv"), str(tmp_path / "o"),
+            "--hours", "0.01", "--lid", str(lid)]  # fmt: skip
+    assert main(args) == 1
+    assert "lid.jsonl:1: 'prediction' must be a language code" in capsys.readouterr().err

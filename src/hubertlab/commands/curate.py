@@ -13,7 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="the manifest the VAD ran on (recordings)")
     p.add_argument("out_dir", help="writes manifest.csv (spans), summary.json, density.png")
     p.add_argument("--hours", type=float, required=True, help="budget of picked audio")
-    p.add_argument("--lid", help="language-ID results (JSONL, ours or UPS, a language/segment)")
+    p.add_argument(
+        "--lid", help="language-ID results (JSONL: ours or UPS, per segment or per file)"
+    )
     p.add_argument("--hours-table", help="CSV language,hours: corpus hours per language")
     p.add_argument("--min-density", type=float, default=0.5, help="drop sparser groups")
     p.add_argument("--chunk-seconds", type=float, default=10.0, help="chunk length")
@@ -56,6 +58,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hubertlab.curate.lid import lid_by_fileid, read_lid
     from hubertlab.curate.select import CurationConfig, curate, join_rows, plot_densities
     from hubertlab.curate.speech import read_speech
     from hubertlab.data.manifest import read_manifest, relocate, write_manifest
@@ -71,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = join_rows(read_speech(args.speech), manifest, args.speech)
     lid = None
     if args.lid:
-        lid = {}
-        for speech, row in join_rows(read_speech(args.lid), manifest, args.lid):
-            lid[row.fileid] = speech
+        lid = lid_by_fileid(read_lid(args.lid), pairs, manifest, args.lid)
     rows, summary = curate(pairs, cfg, lid=lid, hours_table=table)
     out = Path(args.out_dir)
     write_manifest(relocate(rows, manifest.root, out / "manifest.csv"), out / "manifest.csv")

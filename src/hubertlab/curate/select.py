@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -77,18 +77,25 @@ def scarcity_weight(hours: float) -> int:
     return 4
 
 
-def join_rows(
-    speeches: Iterable[FileSpeech], manifest: Manifest, source: str = ""
-) -> list[tuple[FileSpeech, ManifestRow]]:
-    """Each result with its manifest row, matched on fileid, then path, then path without
-    extension (UPS keys are paths). Results without a row are logged and left out."""
+def row_finder(manifest: Manifest) -> Callable[[str], ManifestRow | None]:
+    """name -> its manifest row, matched on fileid, then path, then path without extension
+    (UPS keys are paths); None if no row matches."""
     by_key: dict[str, ManifestRow] = {}
     for row in manifest:
         for key in (fileid_for(row.path), row.path, row.fileid):  # fileid wins on a clash
             by_key[key] = row
+    return lambda name: by_key.get(name) or by_key.get(fileid_for(name))
+
+
+def join_rows(
+    speeches: Iterable[FileSpeech], manifest: Manifest, source: str = ""
+) -> list[tuple[FileSpeech, ManifestRow]]:
+    """Each result with its manifest row (see `row_finder`); results without a row are logged
+    and left out; segments are fitted to the audio (`fit_to_audio`)."""
+    find = row_finder(manifest)
     pairs, missing = [], []
     for speech in speeches:
-        row = by_key.get(speech.fileid) or by_key.get(fileid_for(speech.fileid))
+        row = find(speech.fileid)
         (missing.append(speech.fileid) if row is None else pairs.append((speech, row)))
     if missing:
         log.warning("%s: %d recordings not in %s, left out (e.g. %r)",
