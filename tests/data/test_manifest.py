@@ -1,3 +1,4 @@
+import io
 import json
 import tarfile
 
@@ -156,3 +157,55 @@ def test_fairseq_tsv_roundtrip(tmp_path):
     assert (tmp_path / "train.tsv").read_text() == "/data/libri\na/x.flac\t1234\nb/x.flac\t99\n"
     manifest = read_manifest(tmp_path / "train.tsv")
     assert list(manifest) == rows and str(manifest.root) == "/data/libri"
+
+
+def _tar_of_tones(tmp_path, names):
+    src = tmp_path / "src"
+    for name in names:
+        write_tone(src / name, 0.3)
+    archive = tmp_path / "data.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in names:
+            tar.add(src / name, arcname=name)
+    return archive
+
+
+@pytest.mark.parametrize("where", ["data", "header"])
+def test_truncated_tar_is_one_line_naming_it(tmp_path, capsys, where):
+    archive = _tar_of_tones(tmp_path, ["a.wav", "b.wav", "c.wav"])
+    with tarfile.open(archive) as tar:
+        c = tar.getmember("c.wav")
+    data = archive.read_bytes()
+    # Cut inside c's samples (tarfile raises ReadError), or inside c's header (tarfile stops
+    # quietly after b: only the bytes left after it tell).
+    cut = c.offset_data + 100 if where == "data" else c.offset + 200
+    archive.write_bytes(data[:cut])
+    assert main(["manifest", str(archive), str(tmp_path / "m.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    last = "c.wav" if where == "data" else "b.wav"
+    assert f"{archive}: truncated or damaged tar after the header of '{last}'" in err
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_unsafe_tar_members_are_rejected_with_a_reason(tmp_path):
+    archive = _tar_of_tones(tmp_path, ["x/a.wav"])
+    tone = (tmp_path / "src" / "x" / "a.wav").read_bytes()  # readable audio, unsafe names
+    with tarfile.open(archive, "a") as tar:
+        for name, kind in [("../up.wav", tarfile.REGTYPE), ("/abs.wav", tarfile.REGTYPE),
+                           ("soft.wav", tarfile.SYMTYPE), ("hard.wav", tarfile.LNKTYPE),
+                           ("notes.txt", tarfile.SYMTYPE)]:  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "x/a.wav"
+            if kind == tarfile.REGTYPE:
+                info.size = len(tone)
+            tar.addfile(info, io.BytesIO(tone) if kind == tarfile.REGTYPE else None)
+    result = build_manifest(archive, tmp_path / "m.csv")
+    assert [r.fileid for r in read_manifest(tmp_path / "m.csv")] == ["x/a"]
+    report = result.report.read_text().splitlines()[1:]
+    assert report == [
+        "data.tar:../up.wav\tmember '../up.wav' has an absolute path or '..'",
+        "data.tar:/abs.wav\tmember '/abs.wav' has an absolute path or '..'",
+        "data.tar:soft.wav\tmember 'soft.wav' is a link",
+        "data.tar:hard.wav\tmember 'hard.wav' is a link",
+    ]

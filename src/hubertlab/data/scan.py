@@ -26,6 +26,7 @@ from hubertlab.data.audio import (
     resampled_length,
 )
 from hubertlab.data.manifest import ManifestRow, fileid_for
+from hubertlab.data.tar_shards import check_member
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +153,46 @@ def scan_tar(
     except tarfile.TarError as e:
         raise ValueError(f"{archive}: not an uncompressed tar archive: {e}") from e
     with tar, open(archive, "rb") as raw:
-        for member in tar:
-            if not member.isfile() or not _is_audio(member.name, extensions):
-                continue
-            if why := _bad_name(member.name):
-                results.append(Rejected(f"{name}:{_printable(member.name)}", why))
-                continue
-            results.append(_probe_member(raw, member, name))
+        last = None  # the damage lies after this member's header
+        try:
+            for member in tar:
+                last = member.name
+                if member.isdir() or not _is_audio(member.name, extensions):
+                    continue
+                if why := _unsafe(member) or _bad_name(member.name):
+                    results.append(Rejected(f"{name}:{_printable(member.name)}", why))
+                    continue
+                results.append(_probe_member(raw, member, name))
+        except tarfile.TarError as e:
+            raise _damaged(archive, last, str(e)) from None
+        if not _zeros_after(raw, tar.offset):
+            raise _damaged(archive, last, "a member header is cut off")
     return _collect(results)
+
+
+def _unsafe(member: tarfile.TarInfo) -> str | None:
+    """Why a member cannot be a manifest row: a `..` or absolute name (a fileid outside the
+    archive), a link or a device; the rules of reading shards (data.tar_shards)."""
+    try:
+        check_member(member, "")
+    except ValueError as e:
+        return str(e).removeprefix(": ")
+    return None
+
+
+def _damaged(archive: Path, last: str | None, detail: str) -> ValueError:
+    after = "at its first member" if last is None else f"after the header of {last!r}"
+    return ValueError(f"{archive}: truncated or damaged tar {after} ({detail}); copy it again")
+
+
+def _zeros_after(raw, offset: int, block: int = 1 << 20) -> bool:
+    """Whether the archive holds only zeros (end-of-archive blocks) after `offset`, where
+    tarfile stopped: anything else is a header that was cut off."""
+    raw.seek(offset)
+    while chunk := raw.read(block):
+        if chunk.count(0) != len(chunk):
+            return False
+    return True
 
 
 def _probe_member(raw, member: tarfile.TarInfo, archive_name: str) -> ManifestRow | Rejected:
