@@ -119,3 +119,34 @@ def test_a_cnn_off_the_frame_grid_is_refused(tmp_path):
     tf.Wav2Vec2Model(config).save_pretrained(tmp_path / "m")
     with pytest.raises(ValueError, match="160-sample hop"):
         LayerExtractor(tmp_path / "m", 1)
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it would create the file `path`."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_an_unsafe_pickle_weights_file_is_one_line_naming_it(model_dir, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "unsafe"
+    folder.mkdir()
+    shutil.copy(model_dir / "config.json", folder / "config.json")
+    state = load_file(str(model_dir / "model.safetensors"))
+    torch.save({**state, "payload": _RunsCode(tmp_path / "ran")}, folder / "pytorch_model.bin")
+    write_audio(tmp_path / "a.wav", np.zeros(16000, np.float32))
+    write_manifest([ManifestRow("a", "a.wav", 16000)], tmp_path / "m.csv")
+    argv = ["features", str(tmp_path / "m.csv"), str(tmp_path / "store"), "--kind", "layer",
+            "--checkpoint", str(folder), "--layer", "1", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights_only" not in err
+    assert f"{folder / 'pytorch_model.bin'}: refusing to unpickle" in err
+    assert not (tmp_path / "ran").exists()

@@ -14,6 +14,7 @@ preprocessor_config.json's do_normalize; without one, models with a layer-normed
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,10 @@ class TransformersEncoder(torch.nn.Module):
         path = Path(path)
         folder = path.parent if path.suffix in (".safetensors", ".bin") else path
         self.source = str(folder)
-        model = AutoModel.from_pretrained(str(folder))
+        try:
+            model = AutoModel.from_pretrained(str(folder))
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise _unreadable_weights(folder, e) from None
         config = model.config
         _check_frame_layout(config, self.source)
         total = int(config.num_hidden_layers)
@@ -187,6 +191,20 @@ class TransformersLayerExtractor:
                 )
             out[first:last] = feats[first - lo : last - lo].cpu().numpy()
         return out
+
+
+def _unreadable_weights(folder: Path, error: Exception) -> Exception:
+    """transformers loads pickle (.bin) weights with torch's weights-only unpickler; when that
+    refuses a file (a pickle that would run code) or torch cannot read it (damaged), our own
+    allow-list loader names the file and the reason instead of torch's advice to turn the
+    safe loader off. Anything else is not a weights problem: the error stays as it was."""
+    from hubertlab.models.checkpoint import CheckpointError, safe_load
+
+    for path in sorted(folder.glob("pytorch_model*.bin")):  # not training_args.bin
+        safe_load(path)  # raises CheckpointError naming the file
+    if isinstance(error, pickle.UnpicklingError):
+        return CheckpointError(f"{folder}: its weights cannot be unpickled safely ({error!s:.200})")
+    return error
 
 
 def _check_frame_layout(config, where: str) -> None:
