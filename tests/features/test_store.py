@@ -229,3 +229,23 @@ def test_resume_with_a_changed_manifest_is_refused(manifest_path, tmp_path):
     with pytest.raises(ValueError, match="manifest changed"):
         extract_features_to_store(manifest_path.parent / "reversed.csv", tmp_path / "s",
                                   MfccExtractor())  # fmt: skip
+
+
+def test_a_full_disk_names_the_shard(manifest_path, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from hubertlab.cli import main
+
+    real_fsync = os.fsync
+
+    def full_for_bin(fd):  # the disk fills while the features are appended
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".bin"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_for_bin)
+    store = tmp_path / "store"
+    assert main(["features", str(manifest_path), str(store), "--kind", "mfcc"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"No space left on device while writing {store / 'shard-00000-of-00001'}.bin" in err

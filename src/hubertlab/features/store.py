@@ -99,7 +99,17 @@ class ShardWriter:
 
     def commit(self) -> None:
         """Append the pending frames, fsync, then atomically record the new progress."""
-        self.appender.commit()
+        try:
+            self.appender.commit()
+        except OSError as e:
+            if e.filename is not None or str(self.base) in str(e):
+                raise  # it names its file already
+            # A plain write or fsync error names no file ("[Errno 28] No space left on
+            # device"): say which shard, and that what was committed is kept.
+            raise OSError(
+                e.errno, f"{e.strerror or e} while writing {self.base}.bin and .rows (what was "
+                "committed before is kept: free space and rerun to resume)",
+            ) from e  # fmt: skip
 
     def committed_fileids(self) -> list[str]:
         with open(self.base.with_suffix(".rows"), encoding="utf-8") as f:
