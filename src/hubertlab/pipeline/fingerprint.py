@@ -56,8 +56,15 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-# Training settings that change how a run is watched, not what it computes.
-_UNTRACKED_RUN_KEYS = ("progress_bar", "tensorboard", "log_every", "keep_freed_memory")
+# Training settings that change how a run is watched, not what it computes (keep_every: which
+# checkpoints stay on disk; leaving it out also keeps runs finished before it existed valid).
+_UNTRACKED_RUN_KEYS = (
+    "progress_bar",
+    "tensorboard",
+    "log_every",
+    "keep_freed_memory",
+    "keep_every",
+)
 
 
 def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
