@@ -36,6 +36,7 @@ from hubertlab.train.checkpoint import list_checkpoints
 
 logger = logging.getLogger(__name__)
 
+CURVES_DIR = "abx_curve"  # a pipeline iteration's folder of them
 STEPS_DIR = "steps"
 BASELINES_FILE = "baselines.json"
 CURVES_NAME = "abx_curves"  # abx_curves.json, .md, .png

@@ -79,7 +79,9 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
         for name in ("train_manifest", "valid_manifest", "eval_manifest", "eval_phones")
     }
     files["eval_abx_item"] = file_fingerprint(corpus.eval_abx_item)
-    abx = {"abx": to_dict(cfg.abx), "seed": cfg.seed, "eval_manifest": files["eval_manifest"]}
+    # `curves` adds a step and changes no score: left out, so turning it on redoes nothing.
+    abx_settings = {k: v for k, v in to_dict(cfg.abx).items() if k != "curves"}
+    abx = {"abx": abx_settings, "seed": cfg.seed, "eval_manifest": files["eval_manifest"]}
     abx["eval_abx_item"] = files["eval_abx_item"]
     fps: dict[str, dict[str, Any]] = {"baseline/abx-mfcc": {**abx, "mfcc": ["cmvn", "raw"]}}
     iterations = list(cfg.iterations)
@@ -115,6 +117,7 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
             fps[prefix + "train"]["init"] = digest(fps[f"iteration{k - 1}/select"])
         fps[prefix + "select"] = {"train": digest(fps[prefix + "train"])}
         fps[prefix + "abx"] = {**abx, "model": digest(fps[prefix + "select"])}
+        fps[prefix + "abx-curve"] = {**abx, "train": digest(fps[prefix + "train"])}
         if not predicts_units(cfg, k):
             fps[prefix + "codebooks"] = {
                 "model": digest(fps[prefix + "select"]),
