@@ -1,9 +1,11 @@
-"""Atomic writes: a reader never sees a half-written file, a killed writer leaves the old one."""
+"""Atomic writes: a reader never sees a half-written file, a killed writer leaves the old one.
+Also file fingerprints (a hash of the bytes) that resumable work records of its inputs."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -130,3 +132,33 @@ def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- fingerprints
+# Files up to this size are hashed; bigger ones (model weights) are known by size and mtime.
+HASH_LIMIT_BYTES = 64 * 2**20
+
+
+def file_fingerprint(path: str | Path | None) -> str | None:
+    """sha256 of a file's bytes (size and mtime for a big one; every file of a folder)."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        return digest({p.name: file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()})
+    if not path.is_file():
+        return "missing"
+    stat = path.stat()
+    if stat.st_size > HASH_LIMIT_BYTES:
+        return f"size={stat.st_size},mtime_ns={stat.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest(obj: Any) -> str:
+    """A short stable hash of a JSON-able value."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,5 +1,5 @@
-"""hubertlab abx ITEM_FILE --manifest M (--checkpoint CKPT [--layers all|1,2,3] | --mfcc |
---features DIR) --out DIR"""
+"""hubertlab abx ITEM_FILE --manifest M (--checkpoint CKPT [--layers all|1,2,3] | --checkpoints
+RUN_DIR [--every N] | --mfcc | --features DIR) --out DIR"""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="manifest of the audio (needed for --checkpoint, --mfcc)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="model dir or checkpoint: ABX of its layers")
+    source.add_argument(
+        "--checkpoints",
+        metavar="RUN_DIR",
+        help="a training run (or its checkpoints/ folder): ABX of every saved checkpoint's "
+        "layers, as learning curves against MFCC baselines (resumable)",
+    )
+    p.add_argument(
+        "--every", type=int, help="with --checkpoints: steps that are multiples of N (+ the last)"
+    )
     source.add_argument("--mfcc", action="store_true", help="ABX of 39-d MFCC (10 ms frames)")
     p.add_argument(
         "--cmvn",
@@ -24,14 +33,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--features", help="feature store (hubertlab features) or folder of <fileid>.npy arrays"
     )
-    p.add_argument("--layers", default="all", help="with --checkpoint: 'all' or e.g. 1,2,6")
+    p.add_argument("--layers", default="all", help="with --checkpoint(s): 'all' or e.g. 1,2,6")
     p.add_argument(
         "--intermediate",
         action="store_true",
         help="SpidR/DinoSR --checkpoint: score each layer's intermediate output (feed-forward "
         "before the residual, as the SpidR paper does) instead of its hidden state",
     )
-    p.add_argument("--out", required=True, help="folder for abx.json, abx.md, abx.png")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for abx.json, abx.md, abx.png (--checkpoints: abx_curves.json/.md/.png)",
+    )
     p.add_argument(
         "--frame-shift",
         type=float,
@@ -73,10 +86,14 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.cmvn and not args.mfcc:
         raise ValueError("--cmvn goes with --mfcc")
-    if (args.checkpoint or args.mfcc) and not args.manifest:
-        raise ValueError("--manifest is needed with --checkpoint or --mfcc")
+    if args.every is not None and not args.checkpoints:
+        raise ValueError("--every goes with --checkpoints")
+    if (args.checkpoint or args.checkpoints or args.mfcc) and not args.manifest:
+        raise ValueError("--manifest is needed with --checkpoint(s) or --mfcc")
     source = {"item_file": args.item_file}
     name, features, layers, where = "features", None, None, ""
+    if args.checkpoints:
+        return _run_curves(args, modes)
     manifest = read_manifest(args.manifest) if args.manifest else None
     if args.checkpoint:
         layers = _layers(args.layers)
@@ -99,14 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 args.features, fileids, frame_shift_s=args.frame_shift, manifest=manifest
             )
             where = str(args.features)
-    config = AbxConfig(
-        frame_shift_s=frame_shift_s,
-        speaker_modes=modes,
-        max_tokens_per_group=args.max_tokens_per_group,
-        max_x_speakers=args.max_x_speakers,
-        seed=args.seed,
-        device=args.device,
-    )
+    config = _config(args, modes, frame_shift_s)
     if features is None:
         from hubertlab.features import transformers_layers as other
         from hubertlab.models.checkpoint import from_pretrained
@@ -130,4 +140,39 @@ def run(args: argparse.Namespace) -> int:
     print(abx_sweep.format_abx_table(scores), end="")
     errors = ", ".join(f"{m} {r.error_percent:.2f}%" for m, r in best.results.items())
     print(f"best: {best.name} ({errors}); report in {args.out}")
+    return 0
+
+
+def _config(args: argparse.Namespace, modes: tuple[str, ...], frame_shift_s: float) -> AbxConfig:
+    return AbxConfig(
+        frame_shift_s=frame_shift_s,
+        speaker_modes=modes,
+        max_tokens_per_group=args.max_tokens_per_group,
+        max_x_speakers=args.max_x_speakers,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def _run_curves(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
+    """--checkpoints: ABX learning curves of a run (hubertlab.evaluate.abx_curves)."""
+    from hubertlab.evaluate import abx_curves
+
+    frame_shift_s = check_frame_shift(
+        args.frame_shift, LABEL_RATE_HZ, f"the run {args.checkpoints} (its CNN hops 20 ms)"
+    )
+    report = abx_curves.abx_curves(
+        args.checkpoints,
+        args.manifest,
+        args.item_file,
+        args.out,
+        config=_config(args, modes, frame_shift_s),
+        layers=_layers(args.layers),
+        every=1 if args.every is None else args.every,
+        intermediate=args.intermediate,
+    )
+    print("\n".join(abx_curves.summary_table(report)))
+    best = report["best"]
+    errors = ", ".join(f"{m} {best[m]:.2f}%" for m in ("within", "across") if best[m] is not None)
+    print(f"best: step {best['step']}, layer {best['layer']} ({errors}); curves in {args.out}")
     return 0

@@ -288,6 +288,26 @@ def format_abx_table(scores: Sequence[LayerScore]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scores_to_json(scores: Sequence[LayerScore]) -> list[dict]:
+    """Each score as abx.json keeps it: name, layer and every speaker mode's result."""
+    return [
+        {"name": s.name, "layer": s.layer, **{m: to_dict(r) for m, r in s.results.items()}}
+        for s in scores
+    ]
+
+
+def scores_from_json(entries: Sequence[Mapping]) -> list[LayerScore]:
+    """Inverse of scores_to_json."""
+    return [
+        LayerScore(
+            e["name"],
+            e["layer"],
+            {m: AbxResult(**e[m]) for m in ("within", "across") if m in e},
+        )
+        for e in entries
+    ]
+
+
 def _plot(scores: Sequence[LayerScore], path: Path) -> None:
     try:
         import matplotlib
@@ -335,10 +355,7 @@ def write_abx_report(
     report = {
         "source": dict(source or {}),
         "config": to_dict(config) if config is not None else None,
-        "scores": [
-            {"name": s.name, "layer": s.layer, **{m: to_dict(r) for m, r in s.results.items()}}
-            for s in scores
-        ],
+        "scores": scores_to_json(scores),
         "best": best_entry,
     }
     atomic_write_json(out_dir / "abx.json", report)

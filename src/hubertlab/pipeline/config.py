@@ -66,6 +66,11 @@ class AbxSection:
     max_tokens_per_group: int | None = None
     max_x_speakers: int | None = None
     speaker_modes: tuple[str, ...] = ("within", "across")
+    # ABX learning curves: after training, every kept checkpoint of each iteration is scored
+    # per layer (`hubertlab abx --checkpoints`; its own step, resumable) and the report shows
+    # the curves. Each iteration then keeps every checkpoint it writes (train.run.keep_every
+    # defaults to ckpt_every). Off by default: each checkpoint costs one ABX sweep.
+    curves: bool = False
 
 
 @dataclass(frozen=True)

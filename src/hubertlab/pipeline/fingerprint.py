@@ -4,40 +4,13 @@ the steps it reads. A step whose recorded fingerprint differs is stale."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
+
+# Shared with the ABX curves' resumption (hubertlab.evaluate.abx_curves): they live in fileio.
+from hubertlab.fileio import HASH_LIMIT_BYTES, digest, file_fingerprint  # noqa: F401
 
 # Bump when a step's outputs change meaning or layout: every finished step becomes stale.
 FORMAT_VERSION = 1
-# Files up to this size are hashed; bigger ones (model weights) are known by size and mtime.
-HASH_LIMIT_BYTES = 64 * 2**20
-
-
-def file_fingerprint(path: str | Path | None) -> str | None:
-    """sha256 of a file's bytes (size and mtime for a big one; every file of a folder)."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        return digest({p.name: file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()})
-    if not path.is_file():
-        return "missing"
-    stat = path.stat()
-    if stat.st_size > HASH_LIMIT_BYTES:
-        return f"size={stat.st_size},mtime_ns={stat.st_mtime_ns}"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def digest(obj: Any) -> str:
-    """A short stable hash of a JSON-able value."""
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -56,8 +29,15 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-# Training settings that change how a run is watched, not what it computes.
-_UNTRACKED_RUN_KEYS = ("progress_bar", "tensorboard", "log_every", "keep_freed_memory")
+# Training settings that change how a run is watched, not what it computes (keep_every: which
+# checkpoints stay on disk; leaving it out also keeps runs finished before it existed valid).
+_UNTRACKED_RUN_KEYS = (
+    "progress_bar",
+    "tensorboard",
+    "log_every",
+    "keep_freed_memory",
+    "keep_every",
+)
 
 
 def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
@@ -72,7 +52,9 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
         for name in ("train_manifest", "valid_manifest", "eval_manifest", "eval_phones")
     }
     files["eval_abx_item"] = file_fingerprint(corpus.eval_abx_item)
-    abx = {"abx": to_dict(cfg.abx), "seed": cfg.seed, "eval_manifest": files["eval_manifest"]}
+    # `curves` adds a step and changes no score: left out, so turning it on redoes nothing.
+    abx_settings = {k: v for k, v in to_dict(cfg.abx).items() if k != "curves"}
+    abx = {"abx": abx_settings, "seed": cfg.seed, "eval_manifest": files["eval_manifest"]}
     abx["eval_abx_item"] = files["eval_abx_item"]
     fps: dict[str, dict[str, Any]] = {"baseline/abx-mfcc": {**abx, "mfcc": ["cmvn", "raw"]}}
     iterations = list(cfg.iterations)
@@ -108,6 +90,7 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
             fps[prefix + "train"]["init"] = digest(fps[f"iteration{k - 1}/select"])
         fps[prefix + "select"] = {"train": digest(fps[prefix + "train"])}
         fps[prefix + "abx"] = {**abx, "model": digest(fps[prefix + "select"])}
+        fps[prefix + "abx-curve"] = {**abx, "train": digest(fps[prefix + "train"])}
         if not predicts_units(cfg, k):
             fps[prefix + "codebooks"] = {
                 "model": digest(fps[prefix + "select"]),

@@ -4,6 +4,7 @@ the run as they are; a missed target shows as missed."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,8 @@ def _plot_training(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
 
 
 def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _two_panels()
     baselines = baseline_scores(cfg)
     drawn = False
@@ -164,7 +167,27 @@ def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
             if mode in score:
                 ax.axhline(score[mode]["error_percent"], color="k", ls=style, label=score["name"])
         ax.set(xlabel="layer", ylabel="ABX error (%)", title=f"{mode}-speaker ABX")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no layer 1.5
     return _save(fig, axes, png, drawn)
+
+
+def _curve_sections(cfg: PipelineConfig, num_iterations: int, out: Path) -> list[str]:
+    """Each iteration's ABX learning curves ([abx] curves): the PNG and each step's best
+    layer against the baselines."""
+    from hubertlab.evaluate.abx_curves import CURVES_DIR, CURVES_NAME, summary_table
+
+    lines = []
+    for k in range(1, num_iterations + 1):
+        folder = cfg.iteration_dir(k) / CURVES_DIR
+        report = read_json(folder / f"{CURVES_NAME}.json")
+        if report is None:
+            continue
+        lines += ["", f"### ABX over training, iteration {k}", ""]
+        png = folder / f"{CURVES_NAME}.png"
+        if png.is_file():
+            lines += [f"![ABX against training step]({os.path.relpath(png, out)})", ""]
+        lines += summary_table(report)
+    return lines
 
 
 def step_seconds(steps: list[Step], *, stale: bool = False) -> dict[str, float | None]:
@@ -215,6 +238,7 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
             )
     if _plot_training(cfg, n, out / "training.png"):
         lines += ["", "![loss and accuracy](training.png)"]
+    lines += _curve_sections(cfg, n, out)
     lines += ["", "## Wall time of every step", "", "| step | state | seconds |", "|---|---|---|"]
     seconds = step_seconds(steps)
     for step in steps:

@@ -88,6 +88,10 @@ def train_config(cfg: PipelineConfig, k: int):
         )
     run = tables.setdefault("run", {})
     run["out_dir"] = str(cfg.iteration_dir(k) / "train")
+    if cfg.abx.curves:  # the curves' points: every checkpoint unless told otherwise
+        from hubertlab.train.config import RunSection
+
+        run.setdefault("keep_every", run.get("ckpt_every", RunSection.ckpt_every))
     run.setdefault("seed", cfg.seed)
     if it.init == "previous":
         model = tables.setdefault("model", {})
@@ -274,9 +278,38 @@ def _model_steps(cfg: PipelineConfig, k: int) -> list[Step]:
     ]
     if _abx_enabled(cfg):
         steps.append(Step(f"iteration{k}/abx", root / "abx", abx, "ABX per layer"))
+    if _abx_enabled(cfg) and cfg.abx.curves:
+        steps.append(_curve_step(cfg, k))
     if has_codebook_step(cfg, k):
         steps.append(_codebook_step(cfg, k))
     return steps
+
+
+def _curve_step(cfg: PipelineConfig, k: int) -> Step:
+    """ABX per layer of every kept checkpoint of iteration k against the baseline step's MFCC
+    scores (hubertlab.evaluate.abx_curves: resumes checkpoint by checkpoint)."""
+    from hubertlab.evaluate.abx_curves import CURVES_DIR
+
+    root = cfg.iteration_dir(k)
+
+    def run() -> dict:
+        from hubertlab.evaluate.abx_curves import abx_curves
+        from hubertlab.evaluate.abx_sweep import scores_from_json
+
+        baseline = json.loads((cfg.out_dir / "baseline" / "abx.json").read_text())
+        report = abx_curves(
+            root / "train",
+            cfg.corpus.eval_manifest,
+            cfg.corpus.eval_abx_item,
+            root / CURVES_DIR,
+            config=_abx_config(cfg, frame_shift_s=0.02),
+            baselines=scores_from_json(baseline["scores"]),
+        )
+        return {"steps": [s["step"] for s in report["steps"]], "best": report["best"]}
+
+    return Step(
+        f"iteration{k}/abx-curve", root / CURVES_DIR, run, "ABX per layer of every checkpoint"
+    )
 
 
 def has_codebook_step(cfg: PipelineConfig, k: int) -> bool:

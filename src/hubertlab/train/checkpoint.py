@@ -119,11 +119,14 @@ def write_best(ckpt_dir: str | Path, step: int, valid_loss: float) -> None:
     )
 
 
-def prune_checkpoints(ckpt_dir: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` checkpoints and the best one; returns the deleted."""
+def prune_checkpoints(ckpt_dir: str | Path, keep_last: int, keep_every: int = 0) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints, the best one and (`keep_every` > 0)
+    those whose step is a multiple of `keep_every`; returns the deleted."""
     found = list_checkpoints(ckpt_dir)
     best = read_best(ckpt_dir)
     keep = {p for _, p in found[-keep_last:]}
+    if keep_every > 0:
+        keep |= {p for step, p in found if step % keep_every == 0}
     if best is not None:
         keep.add(Path(ckpt_dir) / best["path"])
     deleted = [p for _, p in found if p not in keep]

@@ -189,6 +189,9 @@ class RunSection:
     log_every: int = 10  # steps between metric lines
     ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)
     keep_last: int = 2  # checkpoints kept besides the best
+    # Also keep every checkpoint whose step is a multiple of this (0: off): the points of an
+    # ABX learning curve (`hubertlab abx --checkpoints`).
+    keep_every: int = 0
     valid_every: int = 1000  # steps between validations (0: never; also runs at the end)
     tensorboard: bool = False
     progress_bar: bool = True
@@ -202,7 +205,7 @@ class RunSection:
         for name in ("log_every", "ckpt_every", "keep_last", "max_nonfinite_in_a_row"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("valid_every", "num_threads"):
+        for name in ("valid_every", "num_threads", "keep_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
 

@@ -319,7 +319,7 @@ def _save(ckpt_dir, raw_model, optimizer, train_batches, progress: Progress, cfg
         ckpt.save_checkpoint(path, state)
         if best:
             ckpt.write_best(ckpt_dir, progress.step, progress.counters["best_valid_loss"])
-        ckpt.prune_checkpoints(ckpt_dir, cfg.run.keep_last)
+        ckpt.prune_checkpoints(ckpt_dir, cfg.run.keep_last, cfg.run.keep_every)
         plot_losses(Path(cfg.run.out_dir) / "metrics.jsonl", Path(cfg.run.out_dir) / "loss.png")
         log.info("saved %s", path)
     ckpt.barrier(info)
