@@ -18,6 +18,7 @@ from torch import nn
 
 from hubertlab.models.components import (
     ConvFeatureEncoder,
+    Dropout,
     GradMultiply,
     PositionalConv,
     StackedPositionalConv,
@@ -46,7 +47,7 @@ class Encoder(nn.Module):
         else:
             self.pos_conv = PositionalConv(cfg.hidden_dim, cfg.pos_conv_kernel, cfg.pos_conv_groups)
         self.norm = nn.LayerNorm(cfg.hidden_dim, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(
                 cfg.hidden_dim,
@@ -129,7 +130,7 @@ class Backbone(nn.Module):
         )
         self.feature_norm = nn.LayerNorm(cfg.conv_dim, eps=cfg.layer_norm_eps)  # fairseq layer_norm
         self.feature_proj = Linear(cfg.conv_dim, cfg.hidden_dim)  # fairseq post_extract_proj
-        self.input_dropout = nn.Dropout(cfg.input_dropout)
+        self.input_dropout = Dropout(cfg.input_dropout)
         self.encoder = Encoder(cfg)
 
     @property

@@ -45,6 +45,12 @@ class DistillConfig:
     ema_freeze_step: int = 200_000  # spidr: freeze_step (DinoSR's teacher; not SpidR's)
     ema_timescale: float = 20_000.0  # spidr: ema_timescale (SpidR)
     ema_threshold: float = 1e-7  # spidr: ema_threshold (SpidR)
+    # Unset: the schedule above as published (made for the spidr recipe's 400k steps). Set to
+    # the run length the schedule was made for: the task stretches it to the run's max_steps
+    # (`for_run`), every lag 1 / (1 - decay), timescale and step scaled by max_steps / this, so
+    # the teacher lags the student by the same fraction of the run and freezes at the same
+    # fraction. Unscaled, a 2,300-step run never leaves the schedule's first phase.
+    ema_schedule_steps: int | None = None
     # --- Masking (as HuBERT, REFERENCE 7.1) ---
     mask_prob: float = 0.8
     mask_length: int = 10
@@ -66,6 +72,8 @@ class DistillConfig:
         for name in ("ema_final_step", "ema_freeze_step", "min_masks", "ema_threshold"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.ema_schedule_steps is not None and self.ema_schedule_steps < 1:
+            raise ValueError(f"ema_schedule_steps must be >= 1, got {self.ema_schedule_steps}")
         if self.ema_timescale <= 0 or self.mask_length < 1:
             raise ValueError("ema_timescale must be > 0 and mask_length >= 1")
         if self.backbone.pos_conv != "stacked":
@@ -86,6 +94,28 @@ class DistillConfig:
             remaining = 1.0 - step / self.ema_final_step
             return self.ema_final_decay - (self.ema_final_decay - self.ema_start_decay) * remaining
         return self.ema_final_decay if step < self.ema_freeze_step else 1.0
+
+    def for_run(self, max_steps: int) -> DistillConfig:
+        """The teacher schedule of a run of `max_steps` steps: unchanged when
+        ema_schedule_steps is unset, else stretched by max_steps / ema_schedule_steps (see the
+        field) into absolute values, with ema_schedule_steps cleared."""
+        if self.ema_schedule_steps is None:
+            return self
+        scale = max_steps / self.ema_schedule_steps
+
+        def decay(published: float) -> float:  # the lag 1 / (1 - decay) scales
+            return max(0.0, 1.0 - (1.0 - published) / scale)
+
+        return dataclasses.replace(
+            self,
+            ema_start_decay=decay(self.ema_start_decay),
+            ema_final_decay=decay(self.ema_final_decay),
+            ema_final_step=max(1, round(self.ema_final_step * scale)),
+            ema_freeze_step=max(1, round(self.ema_freeze_step * scale)),
+            ema_timescale=self.ema_timescale * scale,
+            ema_threshold=min(1.0, self.ema_threshold / scale),
+            ema_schedule_steps=None,
+        )
 
     @staticmethod
     def preset(kind: str, name: str, **overrides: Any) -> DistillConfig:

@@ -86,8 +86,9 @@ class DistillTask(TaskBase):
 
     @property
     def distill_config(self) -> DistillConfig:
+        """The model config, its teacher schedule stretched to this run (ema_schedule_steps)."""
         if self._model_cfg is None:
-            self._model_cfg = model_config(self.cfg)
+            self._model_cfg = model_config(self.cfg).for_run(self.cfg.optim.max_steps)
             self._model_cfg.backbone.check_frame_layout()
         return self._model_cfg
 
