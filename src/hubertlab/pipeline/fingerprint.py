@@ -4,40 +4,14 @@ the steps it reads. A step whose recorded fingerprint differs is stale."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
+
+from hubertlab.fingerprint import digest, file_fingerprint
+
+__all__ = ["FORMAT_VERSION", "changed_keys", "digest", "file_fingerprint", "step_fingerprints"]
 
 # Bump when a step's outputs change meaning or layout: every finished step becomes stale.
 FORMAT_VERSION = 1
-# Files up to this size are hashed; bigger ones (model weights) are known by size and mtime.
-HASH_LIMIT_BYTES = 64 * 2**20
-
-
-def file_fingerprint(path: str | Path | None) -> str | None:
-    """sha256 of a file's bytes (size and mtime for a big one; every file of a folder)."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        return digest({p.name: file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()})
-    if not path.is_file():
-        return "missing"
-    stat = path.stat()
-    if stat.st_size > HASH_LIMIT_BYTES:
-        return f"size={stat.st_size},mtime_ns={stat.st_mtime_ns}"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def digest(obj: Any) -> str:
-    """A short stable hash of a JSON-able value."""
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
