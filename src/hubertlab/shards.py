@@ -67,8 +67,8 @@ def check_meta(path: Path, meta: dict) -> None:
             f"{[old.get(k) for k in diff]} vs {[meta.get(k) for k in diff]}); "
             "use another folder or delete it"
         )
-    if given is None or recorded == given:
-        return
+    if given is None or _content(recorded) == _content(given):
+        return  # the same rows under another path are the same input
     if recorded is None:  # written before inputs were recorded: trusted, and recorded now
         log.info("%s: recording the input fingerprint %s", path, given.get("fingerprint"))
         atomic_write_json(path, {**old, INPUT_KEY: given})
@@ -79,6 +79,13 @@ def check_meta(path: Path, meta: dict) -> None:
         f"manifest changed since{units}, and the outputs of the old one would be kept; use "
         "another folder or delete it"
     )
+
+
+def _content(record: object) -> object:
+    """An input record without the manifest's path (only what it holds counts)."""
+    if not isinstance(record, dict):
+        return record
+    return {k: v for k, v in record.items() if k != "manifest"}
 
 
 def _describe(record: object) -> str:

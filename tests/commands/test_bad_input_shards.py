@@ -139,3 +139,10 @@ def test_a_rerun_of_a_killed_shard_removes_its_temp_files(corpus, tmp_path):
     assert main(["shard", str(m), str(out), "--num-shards", "2"]) == 0
     assert not list(out.glob(".*.tmp"))
     assert (out / "shard-000001.tar").is_file()
+
+
+def test_the_same_rows_under_another_name_are_the_same_input(corpus, tmp_path):
+    m, out = manifest(corpus, tmp_path, NUM_FILES), tmp_path / "out"
+    assert main(["features", str(m), str(out), "--kind", "mfcc"]) == 0
+    moved = m.rename(tmp_path / "moved.csv")
+    assert main(["features", str(moved), str(out), "--kind", "mfcc"]) == 0

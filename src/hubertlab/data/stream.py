@@ -45,7 +45,7 @@ from hubertlab.data.audio import standardize_waveform
 from hubertlab.data.dataset import Batch, CropCollator
 from hubertlab.data.sampler import SampleKey
 from hubertlab.data.tar_shards import SHARD_PATTERN, decode_sample, iter_samples
-from hubertlab.units.ids import unit_ids
+from hubertlab.unit_ids import unit_ids
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import BinaryIO
 import soundfile as sf
 
 from hubertlab.constants import SAMPLE_RATE
-from hubertlab.units.ids import unit_ids
+from hubertlab.unit_ids import unit_ids
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def read_shard(path: str | Path, report: list[TarReport] | None = None) -> Itera
 def decode_sample(parts: dict, where: str | os.PathLike) -> dict:
     """{"key", "fileid", "num_samples", "audio" (float32), "units"?} of one raw sample;
     ValueError naming `where` and the key when a member is missing or does not decode. The
-    units are left as read (the caller checks them with hubertlab.units.ids.unit_ids: a bad
+    units are left as read (the caller checks them with hubertlab.unit_ids.unit_ids: a bad
     unit id is an error, not a sample to skip)."""
     key = parts["key"]
     if "flac" not in parts or "json" not in parts:

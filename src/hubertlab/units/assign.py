@@ -42,7 +42,7 @@ from hubertlab.shards import (
     shard_name,
     shard_rows,
 )
-from hubertlab.units.ids import parse_km_line, recorded_num_units, unit_ids
+from hubertlab.unit_ids import parse_km_line, recorded_num_units, unit_ids
 from hubertlab.units.kmeans import KMeansModel
 
 log = logging.getLogger(__name__)
