@@ -104,7 +104,7 @@ def main() -> None:
     for kind in ("hubert", "spidr"):
         step = make_step(kind)
         times = {name: ([], []) for name in variants}
-        for name, fn in variants.items():  # warm-up: allocator, oneDNN kernels, optimizer state
+        for fn in variants.values():  # warm-up: allocator, oneDNN kernels, optimizer state
             components.dropout = fn
             step(), step()
         for _ in range(args.reps):

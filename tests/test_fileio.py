@@ -96,3 +96,24 @@ def test_a_killed_write_leaves_a_temp_the_helper_recognises(tmp_path):
             name = os.path.basename(f.name)
             raise KeyboardInterrupt
     assert fileio.TEMP_NAME.match(name)
+
+
+def test_folder_lock_refuses_a_second_holder_at_once_and_goes_with_the_first(tmp_path):
+    from hubertlab.fileio import FolderBusyError, folder_lock
+
+    with folder_lock(tmp_path / "out", what="shard 0 of 1"):
+        with pytest.raises(FolderBusyError, match=r"out: another run is writing shard 0 of 1"):
+            with folder_lock(tmp_path / "out", what="shard 0 of 1"):
+                pass
+        with folder_lock(tmp_path / "out", ".other.lock"):  # another shard's lock is free
+            pass
+    with folder_lock(tmp_path / "out"):  # released with its holder
+        pass
+
+
+def test_remove_stale_temps_of_one_prefix(tmp_path):
+    mine, theirs = tmp_path / ".a.progress.json.abcd1234.tmp", tmp_path / ".b.x.abcd1234.tmp"
+    mine.write_text("x")
+    theirs.write_text("x")
+    assert remove_stale_temps(tmp_path, older_than_s=0, prefix=".a.") == [mine]
+    assert theirs.exists()

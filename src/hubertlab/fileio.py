@@ -1,11 +1,11 @@
 """Atomic writes: a reader never sees a half-written file, a killed writer leaves the old one.
-Also file fingerprints (a hash of the bytes) that resumable work records of its inputs."""
+Folder locks: one writer at a time for the outputs of a resumable command."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
+import fcntl
 import json
 import logging
 import os
@@ -75,22 +75,56 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+class FolderBusyError(OSError):
+    """Another process holds the lock of an output folder (or of one shard of it)."""
+
+
+@contextlib.contextmanager
+def folder_lock(
+    folder: str | os.PathLike, name: str = ".lock", *, what: str = "this folder"
+) -> Iterator[Path]:
+    """Hold an exclusive lock (flock on `folder/name`, created if missing) for the block.
+
+    It never waits: when another process holds it, FolderBusyError names the folder at once
+    (a second writer of the same outputs is a mistake, not a queue: two `vad` runs wrote every
+    recording twice). The lock goes with the process, so a killed writer leaves none behind;
+    the empty lock file stays. flock may not lock across hosts on some network filesystems."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusyError(
+                f"{folder}: another run is writing {what} (it holds {path.name}); wait for it to "
+                "end, or write to another folder"
+            ) from None
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def remove_stale_temps(
-    folder: str | os.PathLike, *, older_than_s: float = STALE_TEMP_SECONDS
+    folder: str | os.PathLike, *, older_than_s: float = STALE_TEMP_SECONDS, prefix: str = ""
 ) -> list[Path]:
     """Delete the temp files that killed atomic writes left in `folder` (not its subfolders).
 
-    Only regular files named like atomic_open's temps (`.<name>.<8 chars>.tmp`) and not
-    modified for `older_than_s` seconds are removed: a writer still running keeps touching
-    its temp, and the age test (not a pid) also holds on a filesystem shared across hosts.
-    Returns the removed paths."""
+    Only regular files named like atomic_open's temps (`.<name>.<8 chars>.tmp`, starting with
+    `prefix`) and not modified for `older_than_s` seconds are removed: a writer still running
+    keeps touching its temp, and the age test (not a pid) also holds on a filesystem shared
+    across hosts. A writer holding the folder's lock (folder_lock) knows that no other writes
+    there and passes older_than_s=0. Returns the removed paths."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     now = time.time()
     removed = []
     for entry in os.scandir(folder):
-        if not TEMP_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+        if not entry.name.startswith(prefix) or not TEMP_NAME.match(entry.name):
+            continue
+        if not entry.is_file(follow_symlinks=False):
             continue
         with contextlib.suppress(FileNotFoundError):  # another process removed it first
             if now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
@@ -132,33 +166,3 @@ def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------- fingerprints
-# Files up to this size are hashed; bigger ones (model weights) are known by size and mtime.
-HASH_LIMIT_BYTES = 64 * 2**20
-
-
-def file_fingerprint(path: str | Path | None) -> str | None:
-    """sha256 of a file's bytes (size and mtime for a big one; every file of a folder)."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        return digest({p.name: file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()})
-    if not path.is_file():
-        return "missing"
-    stat = path.stat()
-    if stat.st_size > HASH_LIMIT_BYTES:
-        return f"size={stat.st_size},mtime_ns={stat.st_mtime_ns}"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def digest(obj: Any) -> str:
-    """A short stable hash of a JSON-able value."""
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

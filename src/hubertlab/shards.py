@@ -13,15 +13,20 @@ to its committed size and writing continues after the last committed utterance.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hubertlab.fileio import atomic_write_json, atomic_write_text
+from hubertlab.fileio import atomic_write_json, atomic_write_text, folder_lock, remove_stale_temps
+
+log = logging.getLogger(__name__)
 
 ITEMS_KEY = "utterances"
+INPUT_KEY = "input"  # the input's fingerprint in a folder's settings file (check_meta)
 
 
 def shard_name(shard: int, num_shards: int) -> str:
@@ -39,18 +44,66 @@ def check_shard(shard: int, num_shards: int) -> None:
 
 def check_meta(path: Path, meta: dict) -> None:
     """Write a folder's settings on first use; refuse a folder written with other settings
-    (naming the keys that differ)."""
+    (naming the keys that differ). `meta["input"]`, when given, is what the outputs are made
+    from (hubertlab.fingerprint.manifest_input): another input is refused naming both; a
+    folder of an older hubertlab, which recorded none, is taken and gets it recorded."""
     if not path.is_file():
         atomic_write_json(path, meta)
         return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    if old != meta:
-        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete the folder") from None
+    if not isinstance(old, dict):
+        raise ValueError(f"{path}: not a JSON object; delete the folder")
+    recorded, given = old.get(INPUT_KEY), meta.get(INPUT_KEY)
+    old_settings = {k: v for k, v in old.items() if k != INPUT_KEY}
+    settings = {k: v for k, v in meta.items() if k != INPUT_KEY}
+    if old_settings != settings:
+        diff = sorted(k for k in set(old_settings) | set(settings)
+                      if old_settings.get(k) != settings.get(k))  # fmt: skip
         raise ValueError(
             f"{path}: written with other settings ({', '.join(diff)}: "
             f"{[old.get(k) for k in diff]} vs {[meta.get(k) for k in diff]}); "
             "use another folder or delete it"
         )
+    if given is None or _content(recorded) == _content(given):
+        return  # the same rows under another path are the same input
+    if recorded is None:  # written before inputs were recorded: trusted, and recorded now
+        log.info("%s: recording the input fingerprint %s", path, given.get("fingerprint"))
+        atomic_write_json(path, {**old, INPUT_KEY: given})
+        return
+    units = " (or its units)" if "units" in given else ""
+    raise ValueError(
+        f"{path.parent}: made from {_describe(recorded)}, now given {_describe(given)}: the "
+        f"manifest changed since{units}, and the outputs of the old one would be kept; use "
+        "another folder or delete it"
+    )
+
+
+def _content(record: object) -> object:
+    """An input record without the manifest's path (only what it holds counts)."""
+    if not isinstance(record, dict):
+        return record
+    return {k: v for k, v in record.items() if k != "manifest"}
+
+
+def _describe(record: object) -> str:
+    if not isinstance(record, dict):
+        return repr(record)
+    rest = ", ".join(f"{k} {v}" for k, v in sorted(record.items()) if k != "manifest")
+    return f"{record.get('manifest')} ({rest})"
+
+
+@contextlib.contextmanager
+def shard_lock(out_dir: str | Path, shard: int, num_shards: int) -> Iterator[None]:
+    """Be the only writer of shard `shard` of `num_shards` in `out_dir` for the block (other
+    shards may be written side by side); the shard's temp files left by a killed writer are
+    removed once the lock is held. FolderBusyError names the folder and shard."""
+    name = shard_name(shard, num_shards)
+    with folder_lock(out_dir, f".{name}.lock", what=f"shard {shard} of {num_shards}"):
+        remove_stale_temps(out_dir, older_than_s=0, prefix=f".{name}.")
+        yield
 
 
 def shard_rows(rows: Sequence, shard: int, num_shards: int) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import tarfile
 from collections import Counter
@@ -14,8 +15,8 @@ from hubertlab.curate.shards import write_shards
 from hubertlab.data.dataset import CropCollator, MaskSpec
 from hubertlab.data.manifest import read_manifest
 from hubertlab.data.stream import SlotStream, expand_shards, slot_work
-from hubertlab.data.stream_loader import StreamBatches
-from hubertlab.data.tar_shards import iter_samples
+from hubertlab.data.stream_loader import StreamBatches, StreamError
+from hubertlab.data.tar_shards import iter_samples, read_shard
 from hubertlab.units.assign import read_units
 from tests.train_fixtures import make_corpus
 
@@ -174,3 +175,74 @@ def test_units_that_do_not_fit_the_audio_are_an_error_naming_shard_and_key(shard
         take(stream([str(bad)], buffer=0), 3)
     audio_only = take(stream([str(bad)], buffer=0, units=0), 3)  # the units are not read
     assert all(f[5] == () for f in audio_only)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "5"])
+def test_unit_ids_that_are_not_non_negative_integers_are_an_error_naming_shard_and_key(
+    shards, tmp_path, bad
+):
+    # -1 is the loss's ignore index: a run on it trained at loss 0.0.
+    urls = expand_shards(str(shards))
+    shard = tmp_path / "ids.tar"
+
+    def change(name, data):
+        if name.endswith(".json"):
+            meta = json.loads(data)
+            meta["units"][1] = bad
+            data = json.dumps(meta).encode()
+        return [(name, data)]
+
+    _rewrite(Path(urls[0]), shard, change)
+    with pytest.raises(ValueError, match=rf"ids\.tar: \d+_spk\d_utt\d+\.json: unit {bad!r}"):
+        take(stream([str(shard)], buffer=0), 1)
+    with pytest.raises(ValueError, match=r"ids\.tar: \d+_spk\d_utt\d+\.json: unit"):
+        next(read_shard(shard))
+    with pytest.raises(ValueError, match="is not below k = 2"):  # a bound when one is known
+        take(stream(urls[:1], buffer=0, num_units=2), 1)
+
+
+def test_a_refusal_in_a_worker_arrives_as_one_line_naming_shard_and_member(shards, tmp_path):
+    urls = expand_shards(str(shards))
+    evil = tmp_path / "evil.tar"
+    _rewrite(Path(urls[0]), evil, lambda n, d: [(n, d)] + ([("../x.flac", d)] * n.endswith("json")))
+    with pytest.raises(StreamError, match=r"evil\.tar: member '\.\./x\.flac'") as caught:
+        take(stream([str(evil)] * 1, workers=2, buffer=0), 2)
+    assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+def test_shards_without_units_are_refused_in_one_line_from_a_worker(shards, tmp_path):
+    urls = expand_shards(str(shards))
+    bare = tmp_path / "bare.tar"
+
+    def strip(name, data):
+        if name.endswith(".json"):
+            meta = json.loads(data)
+            del meta["units"]
+            data = json.dumps(meta).encode()
+        return [(name, data)]
+
+    _rewrite(Path(urls[0]), bare, strip)
+    with pytest.raises(StreamError, match=r"bare\.tar: \d+_spk\d_utt\d+\.json has no units") as e:
+        take(stream([str(bare)], workers=1, buffer=0), 1)
+    assert "\n" not in str(e.value)
+
+
+def test_duplicate_keys_are_warned_and_a_repeated_member_is_refused(shards, tmp_path, caplog):
+    urls = expand_shards(str(shards))
+    keys = [s["key"] for s in iter_samples(urls[0])]
+    twice = tmp_path / "twice.tar"
+    _rewrite(Path(urls[0]), twice, lambda n, d: [(n, d)] * (2 if n.endswith(".json") else 1))
+    with pytest.raises(ValueError, match=rf"twice\.tar: member '{keys[0]}\.json' appears twice"):
+        list(iter_samples(twice))
+    again = tmp_path / "again.tar"
+    members = []
+    _rewrite(Path(urls[0]), again, lambda n, d: members.append((n, d)) or [(n, d)])
+    with tarfile.open(again, "a") as tar:  # the first sample once more, after the others
+        for name, data in members[:2]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with caplog.at_level(logging.WARNING):
+        samples = list(iter_samples(again))
+    assert len(samples) == len(keys) + 1
+    assert f"again.tar: key '{keys[0]}' appears twice" in caplog.text

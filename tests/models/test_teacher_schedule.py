@@ -57,7 +57,11 @@ def test_a_lag_under_one_step_copies_the_student():
 def test_the_task_stretches_the_schedule_to_max_steps():
     cfg = train_config_from_dict(
         {
-            "model": {"kind": "spidr", "preset": "tiny", "overrides": {"ema_schedule_steps": 400_000}},
+            "model": {
+                "kind": "spidr",
+                "preset": "tiny",
+                "overrides": {"ema_schedule_steps": 400_000},
+            },
             "data": {"train_manifest": "-"},
             "optim": {"max_steps": 4_000},
             "run": {"out_dir": "-"},

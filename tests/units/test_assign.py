@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,46 @@ def test_cli_end_to_end(setup, tmp_path, capsys):
     assert "give either --store or --kind" in capsys.readouterr().err
     assert main(["kmeans", str(store), str(km), "--k", "5000"]) == 1
     assert "exceeds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("units", "message"),
+    [
+        ([0, -1, 2], "unit -1 at position 1 is negative"),
+        ([0, 1.5], "unit 1.5 is not an integer id"),
+        ([0, 1.0], "unit 1.0 is not an integer id"),
+        (["5"], "unit '5' is not an integer id"),
+        ([True], "unit True is not an integer id"),
+        ([[1, 2]], r"unit \[1, 2\] is not an integer id"),
+        ("12", "units must be a list of integers"),
+        ([2**40], "unit 1099511627776 at position 0 does not fit int32"),
+    ],
+)
+def test_read_units_refuses_ids_that_are_not_unit_ids_naming_file_and_line(
+    tmp_path, units, message
+):
+    # np.asarray(..., int32) took all of these: -1 is the loss's ignore index (loss 0.0).
+    path = tmp_path / "units.jsonl"
+    path.write_text(
+        '{"fileid": "a", "units": [0, 1]}\n' + json.dumps({"fileid": "b", "units": units}) + "\n"
+    )
+    with pytest.raises(ValueError, match=rf"units\.jsonl:2: b: {message}"):
+        read_units(path)
+
+
+def test_read_units_checks_km_lines_and_the_recorded_k(tmp_path):
+    rows = [ManifestRow("a", "a.wav", 800), ManifestRow("b", "b.wav", 800)]
+    km = tmp_path / "units.km"
+    for line, message in (("0 -1", "unit -1 at position 1 is negative"),
+                          ("0 1.5", "unit '1.5' is not an integer id")):  # fmt: skip
+        km.write_text(f"0 1\n{line}\n")
+        with pytest.raises(ValueError, match=rf"units\.km:2: {message}"):
+            read_units(km, rows)
+    km.write_text("0 1\n2 3\n")
+    assert read_units(km, rows)["b"].tolist() == [2, 3]
+    (tmp_path / "units.json").write_text('{"k": 3}')  # a transcribe folder records its k
+    with pytest.raises(ValueError, match=r"units\.km:2: unit 3 at position 1 is not below k = 3"):
+        read_units(km, rows)
+    (tmp_path / "units.jsonl").write_text('{"fileid": "a", "units": [0, 5]}\n')
+    with pytest.raises(ValueError, match=r"units\.jsonl:1: a: unit 5 .* not below k = 3"):
+        read_units(tmp_path)

@@ -2,7 +2,9 @@
 shared committed-append writer (hubertlab.shards).
 
 Layout of an output folder (shard i of N, names from `hubertlab.shards.shard_name`):
-  meta.json              what was run (settings, num_shards): a rerun with others is refused
+  meta.json              what was run (settings, num_shards, the input's fingerprint): a rerun
+                         with others is refused
+  .<shard>.lock          held by the shard's writer (hubertlab.shards.shard_lock)
   <shard>.jsonl          one line per row done so far
   <shard>.progress.json  committed lines and bytes, replaced atomically after each commit
   <shard>.done           done marker: a finished shard is skipped on a rerun

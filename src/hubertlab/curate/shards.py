@@ -10,10 +10,15 @@ Layout of OUT (shard i of N):
                    json_size: byte offsets of each member's data, so one member is read in
                    place (manifest.csv holds the same as tar-member rows)
   manifest.csv     a tar-member manifest of the FLAC members (every stage reads it)
-  shards.json      num_shards, units or not (written last: marks completion)
+  shards.json      num_shards, units or not, the input's fingerprint (written last: marks
+                   completion)
+  settings.json    the settings and the fingerprint of the manifest (and units): a rerun with
+                   other settings or another input is refused
+  .lock            held by the writer: a second `hubertlab shard` into the folder is refused
 
 A shard is written to a temporary name and renamed when complete: a killed run redoes only the
-unfinished shards. Reading them (safely) is hubertlab.data.tar_shards."""
+unfinished shards (its temp files are removed). Reading them (safely) is
+hubertlab.data.tar_shards."""
 
 from __future__ import annotations
 
@@ -31,8 +36,9 @@ import soundfile as sf
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 from hubertlab.data.tar_shards import SHARD_PATTERN
-from hubertlab.fileio import atomic_open, atomic_write_json
-from hubertlab.shards import check_meta, shard_rows
+from hubertlab.fileio import atomic_open, atomic_write_json, folder_lock, remove_stale_temps
+from hubertlab.fingerprint import arrays_fingerprint, manifest_input
+from hubertlab.shards import INPUT_KEY, check_meta, shard_rows
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +101,28 @@ def write_shards(
     (with their .index.json) are kept on a rerun with the same settings."""
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
+    made_from = manifest_input(manifest)
     if units is not None:
         from hubertlab.units.assign import join_units
 
-        join_units(list(manifest), units)  # every row has units of the right length
+        # every row has units of the right length
+        made_from["units"] = arrays_fingerprint(join_units(list(manifest), units))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # One writer per folder: a second would write the same shards and index under it.
+    with folder_lock(out, what="shards"):
+        remove_stale_temps(out, older_than_s=0)  # of a killed run: nobody else writes here
+        return _write_shards(manifest, out, num_shards, units, made_from)
+
+
+def _write_shards(
+    manifest: Manifest, out: Path, num_shards: int, units: dict[str, np.ndarray] | None,
+    made_from: dict,
+) -> Path:  # fmt: skip
     settings = {
         "num_shards": num_shards, "units": units is not None,
         "manifest": str(Path(manifest.source).resolve()),
     }  # fmt: skip
-    check_meta(out / "settings.json", settings)
+    check_meta(out / "settings.json", {**settings, INPUT_KEY: made_from})
     entries: list[dict] = []
     start = 0
     for shard in range(num_shards):
@@ -137,5 +154,6 @@ def write_shards(
         for e in entries
     ]
     write_manifest(member_rows, out / "manifest.csv")
-    atomic_write_json(out / "shards.json", {**settings, "num_utterances": len(entries)})
+    shards_json = {**settings, INPUT_KEY: made_from, "num_utterances": len(entries)}
+    atomic_write_json(out / "shards.json", shards_json)
     return index

@@ -27,7 +27,8 @@ from hubertlab.curate.resumable import JsonlShardWriter
 from hubertlab.curate.speech import FileSpeech
 from hubertlab.data.audio import iter_blocks
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest
-from hubertlab.shards import shard_rows
+from hubertlab.fingerprint import manifest_input
+from hubertlab.shards import INPUT_KEY, shard_lock, shard_rows
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,16 @@ def run_vad(
         manifest = read_manifest(manifest)
     rows = shard_rows(manifest, shard, num_shards)
     detect, settings = make_detector(backend, config)
-    writer = JsonlShardWriter(out_dir, {"vad": settings}, shard, num_shards)
+    meta = {"vad": settings, INPUT_KEY: manifest_input(manifest)}
+    with shard_lock(out_dir, shard, num_shards):
+        return _run_shard(JsonlShardWriter(out_dir, meta, shard, num_shards), rows, manifest,
+                          detect, block_samples)  # fmt: skip
+
+
+def _run_shard(
+    writer: JsonlShardWriter, rows: list[ManifestRow], manifest: Manifest, detect: Detector,
+    block_samples: int,
+) -> Path:  # fmt: skip
     if writer.done:
         log.info("%s: already done, skipped", writer.path.name)
         return writer.path

@@ -45,6 +45,7 @@ from hubertlab.data.audio import standardize_waveform
 from hubertlab.data.dataset import Batch, CropCollator
 from hubertlab.data.sampler import SampleKey
 from hubertlab.data.tar_shards import SHARD_PATTERN, decode_sample, iter_samples
+from hubertlab.unit_ids import unit_ids
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,10 @@ class SlotStream:
         num_unit_sets: int,
         state: dict[str, Any] | None = None,
         standardize: bool = False,
+        num_units: int | None = None,
     ) -> None:
         self.urls, self.collate = urls, collate
+        self.num_units = num_units  # unit ids must be below it (None: any integer >= 0)
         self.slot, self.num_slots, self.seed = slot, num_slots, seed
         self.buffer_size, self.batch_samples = buffer_size, batch_samples
         self.num_unit_sets = num_unit_sets
@@ -215,12 +218,13 @@ class SlotStream:
                     f"{url}: {sample['key']}.json has no units; the task needs them (make the "
                     "shards with `hubertlab shard --units`)"
                 )
-            if len(sample["units"]) != expected:
+            ids = unit_ids(sample["units"], f"{url}: {sample['key']}.json", self.num_units)
+            if len(ids) != expected:
                 raise ValueError(
-                    f"{url}: {sample['key']} has {len(sample['units'])} units, expected "
+                    f"{url}: {sample['key']} has {len(ids)} units, expected "
                     f"{expected} (num_frames of {len(sample['audio'])} samples)"
                 )
-            units = [sample["units"]]
+            units = [ids]
         wav = standardize_waveform(sample["audio"]) if self.standardize else sample["audio"]
         return {"wav": wav, "units": units}
 

@@ -24,6 +24,11 @@ from hubertlab.data.stream import SlotStream
 log = logging.getLogger(__name__)
 
 
+class StreamError(ValueError):
+    """Shards that cannot be streamed (an unsafe member, missing or bad units), found by a
+    DataLoader worker: one line naming the shard and member."""
+
+
 class ShardStream(IterableDataset):
     """Endless (batch, state) pairs of the slots of one rank, one slot per DataLoader worker."""
 
@@ -43,6 +48,7 @@ class ShardStream(IterableDataset):
         rotation: int = 0,
         start_epoch: int = 0,
         standardize: bool = False,
+        num_units: int | None = None,
     ) -> None:
         self.urls, self.collate = urls, collate
         self.rank, self.world_size = rank, world_size
@@ -50,7 +56,7 @@ class ShardStream(IterableDataset):
         self.seed, self.buffer_size = seed, buffer_size
         self.batch_samples, self.num_unit_sets = batch_samples, num_unit_sets
         self.states, self.rotation, self.start_epoch = states, rotation, start_epoch
-        self.standardize = standardize
+        self.standardize, self.num_units = standardize, num_units
 
     def __iter__(self) -> Iterator[tuple[Batch, dict[str, Any]]]:
         info = get_worker_info()
@@ -67,11 +73,20 @@ class ShardStream(IterableDataset):
             num_unit_sets=self.num_unit_sets,
             state=self.states[logical],
             standardize=self.standardize,
+            num_units=self.num_units,
         )
         if self.states[logical] is None:
             stream.epoch = self.start_epoch
         while True:
-            batch = stream.next_batch()
+            try:
+                batch = stream.next_batch()
+            except ValueError as e:
+                if info is None:
+                    raise
+                # Handed over as data: the DataLoader would re-raise it in the main process
+                # wrapped in the worker's whole traceback.
+                yield None, {"worker": logical, "error": str(e)}
+                return
             yield batch, {"worker": logical, **stream.state_dict()}
 
 
@@ -92,8 +107,10 @@ class StreamBatches:
         num_workers: int = 0,
         pin_memory: bool = False,
         standardize: bool = False,
+        num_units: int | None = None,
     ) -> None:
         self.urls, self.collate = urls, collate
+        self.num_units = num_units  # unit ids must be below it (None: any integer >= 0)
         self.batch_samples, self.num_unit_sets = batch_samples, num_unit_sets
         self.buffer_size = buffer_size
         self.rank, self.world_size = rank, world_size
@@ -110,7 +127,7 @@ class StreamBatches:
             num_workers=self.num_workers, seed=self.collate.seed, buffer_size=self.buffer_size,
             batch_samples=self.batch_samples, num_unit_sets=self.num_unit_sets,
             states=list(self.states), rotation=self.next_worker, start_epoch=self.start_epoch,
-            standardize=self.standardize,
+            standardize=self.standardize, num_units=self.num_units,
         )  # fmt: skip
         loader = DataLoader(
             dataset,
@@ -122,6 +139,8 @@ class StreamBatches:
             multiprocessing_context="fork" if self.num_workers > 0 and _can_fork() else None,
         )
         for batch, state in loader:
+            if "error" in state:  # bad data found in a worker (a refused member, bad units)
+                raise StreamError(state["error"])
             logical = state.pop("worker")
             if logical != self.next_worker:  # the DataLoader's round-robin is what resumes rely on
                 raise RuntimeError(

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 import soundfile as sf
 
 from hubertlab.constants import SAMPLE_RATE
+from hubertlab.unit_ids import unit_ids
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,23 @@ def iter_samples(
 ) -> Iterator[dict[str, bytes | str]]:
     """The raw samples of one shard, in order: {"key", "<ext>": bytes, ...} for the consecutive
     members sharing a key (WebDataset's grouping). A sample may lack a member (a damaged
-    shard): decode_sample says so."""
+    shard): decode_sample says so. A member repeated within a sample is refused (one would
+    silently replace the other); a key that comes back after other keys is a second sample,
+    read with a warning naming the shard and key."""
+    where = name or str(source)
     pending: dict[str, bytes | str] = {}
+    seen: set[str] = set()
     for member, data in iter_members(source, report, name=name):
         key, _, ext = member.partition(".")
         if pending and pending["key"] != key:
             yield pending
             pending = {}
+        if not pending:
+            if key in seen:
+                log.warning("%s: key %r appears twice (two samples with one key)", where, key)
+            seen.add(key)
+        elif ext in pending:
+            raise ValueError(f"{where}: member {member!r} appears twice in sample {key!r}")
         pending["key"] = key
         pending[ext] = data
     if pending:
@@ -100,12 +110,17 @@ def iter_samples(
 def read_shard(path: str | Path, report: list[TarReport] | None = None) -> Iterator[dict]:
     """Samples of one shard: {"key", "fileid", "num_samples", "audio" (float32), "units"?}."""
     for parts in iter_samples(path, report):
-        yield decode_sample(parts, path)
+        sample = decode_sample(parts, path)
+        if "units" in sample:
+            sample["units"] = unit_ids(sample["units"], f"{path}: {sample['key']}.json")
+        yield sample
 
 
 def decode_sample(parts: dict, where: str | os.PathLike) -> dict:
     """{"key", "fileid", "num_samples", "audio" (float32), "units"?} of one raw sample;
-    ValueError naming `where` and the key when a member is missing or does not decode."""
+    ValueError naming `where` and the key when a member is missing or does not decode. The
+    units are left as read (the caller checks them with hubertlab.unit_ids.unit_ids: a bad
+    unit id is an error, not a sample to skip)."""
     key = parts["key"]
     if "flac" not in parts or "json" not in parts:
         raise ValueError(f"{where}: sample {key!r} lacks its .flac or .json member")
@@ -122,7 +137,4 @@ def decode_sample(parts: dict, where: str | os.PathLike) -> dict:
     if rate != SAMPLE_RATE or wav.ndim != 1:
         raise ValueError(f"{where}: {key}.flac is {rate} Hz with shape {wav.shape}, not mono "
                          f"{SAMPLE_RATE} Hz")  # fmt: skip
-    sample = {"key": key, **meta, "audio": wav}
-    if "units" in sample:
-        sample["units"] = np.asarray(sample["units"], dtype=np.int32)
-    return sample
+    return {"key": key, **meta, "audio": wav}

@@ -30,7 +30,8 @@ from hubertlab.evaluate.abx_sweep import (
     scores_from_json,
     scores_to_json,
 )
-from hubertlab.fileio import atomic_write_json, atomic_write_text, file_fingerprint, save_figure
+from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
+from hubertlab.fingerprint import file_fingerprint
 from hubertlab.train.checkpoint import list_checkpoints
 
 logger = logging.getLogger(__name__)

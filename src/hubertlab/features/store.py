@@ -1,7 +1,9 @@
 """Feature store: frame features of a manifest, written shard by shard, read memory-mapped.
 
 Layout of a store folder (shard i of N, names `shard-{i:05d}-of-{N:05d}.*`):
-  store.json            kind, dim, dtype, frame rate, num_shards, extractor settings
+  store.json            kind, dim, dtype, frame rate, num_shards, extractor settings, the
+                        manifest's fingerprint (another manifest is refused)
+  .<shard>.lock         held by the shard's writer: a second writer of the shard is refused
   <shard>.bin           raw float16/float32 frames, (frames, dim) row-major, appended in chunks
   <shard>.rows          one "fileid<TAB>frames" line per utterance written so far
   <shard>.progress.json committed utterances/frames/bytes, replaced atomically after each chunk
@@ -26,12 +28,15 @@ import numpy as np
 from hubertlab.data.manifest import Manifest, ManifestRow, read_manifest
 from hubertlab.features.extractors import FeatureExtractor, extract_checked, require_finite
 from hubertlab.fileio import atomic_write_json
+from hubertlab.fingerprint import manifest_input
 from hubertlab.shards import (
+    INPUT_KEY,
     CommittedAppender,
     check_committed_prefix,
     check_meta,
     check_shard,
     prefetch,
+    shard_lock,
     shard_name,
     shard_rows,
 )
@@ -157,12 +162,13 @@ def write_store(
         "dim": dim, "dtype": dtype, "frame_rate_hz": frame_rate_hz,
         "extractor": settings or {"kind": "array"},
     }  # fmt: skip
-    writer = ShardWriter(out_dir, meta)
-    if not writer.done:
-        for i, (fileid, frames) in enumerate(items):
-            if i >= writer.utterances:
-                writer.add(fileid, frames)
-    return writer.finish()
+    with shard_lock(out_dir, 0, 1):
+        writer = ShardWriter(out_dir, meta)
+        if not writer.done:
+            for i, (fileid, frames) in enumerate(items):
+                if i >= writer.utterances:
+                    writer.add(fileid, frames)
+        return writer.finish()
 
 
 def extract_features_to_store(
@@ -187,11 +193,18 @@ def extract_features_to_store(
     rows = shard_rows(manifest, shard, num_shards)
     meta = {
         "dim": int(extractor.dim), "dtype": dtype, "frame_rate_hz": int(extractor.frame_rate_hz),
-        "extractor": extractor.settings(),
+        "extractor": extractor.settings(), INPUT_KEY: manifest_input(manifest),
     }  # fmt: skip
-    writer = ShardWriter(
-        out_dir, meta, shard, num_shards, chunk_bytes=chunk_bytes, on_chunk=on_chunk
-    )
+    with shard_lock(out_dir, shard, num_shards):
+        writer = ShardWriter(
+            out_dir, meta, shard, num_shards, chunk_bytes=chunk_bytes, on_chunk=on_chunk
+        )
+        return _extract_shard(writer, rows, manifest, extractor)
+
+
+def _extract_shard(
+    writer: ShardWriter, rows: list[ManifestRow], manifest: Manifest, extractor: FeatureExtractor
+) -> Path:
     if writer.done:
         log.info("%s: already done, skipped", writer.base.name)
         return writer.finish()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# Shared with the ABX curves' resumption (hubertlab.evaluate.abx_curves): they live in fileio.
-from hubertlab.fileio import HASH_LIMIT_BYTES, digest, file_fingerprint  # noqa: F401
+from hubertlab.fingerprint import digest, file_fingerprint
+
+__all__ = ["FORMAT_VERSION", "changed_keys", "digest", "file_fingerprint", "step_fingerprints"]
 
 # Bump when a step's outputs change meaning or layout: every finished step becomes stale.
 FORMAT_VERSION = 1

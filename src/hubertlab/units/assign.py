@@ -4,6 +4,7 @@ Per shard i of N (names and resume from `hubertlab.shards`) in OUT_DIR:
   <shard>.units.jsonl     {"fileid", "units"} lines, appended in committed chunks
   <shard>.progress.json   committed utterances and bytes (a killed shard resumes after them)
   <shard>.done            done marker
+  .<shard>.lock           held by the shard's writer: a second writer of the shard is refused
 When every shard is done, they are merged in manifest order into
   units.jsonl  (fileid + units; what `read_units` and the training loop read),
   units.km     (fairseq: one line of space-separated ints per manifest row),
@@ -37,9 +38,11 @@ from hubertlab.shards import (
     CommittedAppender,
     check_committed_prefix,
     prefetch,
+    shard_lock,
     shard_name,
     shard_rows,
 )
+from hubertlab.unit_ids import parse_km_line, recorded_num_units, unit_ids
 from hubertlab.units.kmeans import KMeansModel
 
 log = logging.getLogger(__name__)
@@ -169,12 +172,12 @@ def transcribe(
     _check_match(kmeans, source.dim, source.settings, source.name)
     stride = label_stride(source.rate)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    appender = CommittedAppender(
-        out / shard_name(shard, num_shards), {SHARD_UNITS_SUFFIX: "bytes"}, on_commit=on_chunk
-    )
-    if not appender.done:
-        _transcribe_shard(appender, rows, source, kmeans, stride, chunk_utterances)
+    with shard_lock(out, shard, num_shards):
+        appender = CommittedAppender(
+            out / shard_name(shard, num_shards), {SHARD_UNITS_SUFFIX: "bytes"}, on_commit=on_chunk
+        )
+        if not appender.done:
+            _transcribe_shard(appender, rows, source, kmeans, stride, chunk_utterances)
     meta = {
         "k": kmeans.k, "label_rate_hz": LABEL_RATE_HZ, "feature": source.settings,
         "kmeans": kmeans.meta, "manifest": manifest.source, "num_shards": num_shards,
@@ -240,14 +243,17 @@ def merge_units(manifest: Manifest, out_dir: Path, num_shards: int, meta: dict) 
 
 def read_units(path: str | Path, manifest: Manifest | None = None) -> dict[str, np.ndarray]:
     """fileid -> units (int32) from a units.jsonl file (or a folder holding one), or from a
-    fairseq .km file given the manifest whose rows its lines follow."""
+    fairseq .km file given the manifest whose rows its lines follow. Every id must be an
+    integer 0 <= id < k (k from a units.json beside the file, when there is one): anything
+    else raises ValueError naming the file and line."""
     path = Path(path)
     if path.is_dir():
         path = path / UNITS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"units file not found: {path}")
+    num_units = _recorded_k(path.parent / META_NAME)
     if path.suffix == ".km":
-        return _read_km(path, manifest)
+        return _read_km(path, manifest, num_units)
     units: dict[str, np.ndarray] = {}
     for where, d in read_jsonl(path):
         if "fileid" not in d or "units" not in d:
@@ -255,14 +261,21 @@ def read_units(path: str | Path, manifest: Manifest | None = None) -> dict[str, 
         fileid = d["fileid"]
         if fileid in units:
             raise ValueError(f"{where}: fileid {fileid!r} appears twice")
-        try:
-            units[fileid] = np.asarray(d["units"], dtype=np.int32)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: units of {fileid!r} are not integers") from None
+        units[fileid] = unit_ids(d["units"], f"{where}: {fileid}", num_units)
     return units
 
 
-def _read_km(path: Path, manifest: Manifest | None) -> dict[str, np.ndarray]:
+def _recorded_k(meta_path: Path) -> int | None:
+    """The k of a transcribe folder's units.json, None without one (a file made elsewhere)."""
+    if not meta_path.is_file():
+        return None
+    try:
+        return recorded_num_units(json.loads(meta_path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{meta_path}: not valid JSON") from None
+
+
+def _read_km(path: Path, manifest: Manifest | None, num_units: int | None) -> dict[str, np.ndarray]:
     if manifest is None:
         raise ValueError(f"{path}: a .km file has no fileids; pass the manifest it follows")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -271,8 +284,8 @@ def _read_km(path: Path, manifest: Manifest | None) -> dict[str, np.ndarray]:
             f"{path}: {len(lines)} lines, manifest {manifest.source} has {len(manifest)}"
         )
     return {
-        row.fileid: np.array(line.split(), dtype=np.int32)
-        for row, line in zip(manifest, lines, strict=True)
+        row.fileid: parse_km_line(line, f"{path}:{line_no}", num_units)
+        for line_no, (row, line) in enumerate(zip(manifest, lines, strict=True), start=1)
     }
 
 
