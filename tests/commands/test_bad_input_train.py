@@ -114,3 +114,11 @@ def test_score_names_the_bad_rttm_line(tmp_path, capsys):
     ref.write_text("SPEAKER rec 1 0.0 1.0 <NA> <NA> KCHI <NA> <NA>\n")
     err = run(capsys, "score", "vtc", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path))
     assert "hyp.rttm:1" in err and "BABY" in err
+
+
+def test_unit_ids_at_or_above_num_units_are_refused_naming_the_file(corpus, tmp_path, capsys):
+    # The corpus's units go up to NUM_UNITS - 1: a config that says fewer units is refused
+    # before training, naming the units file (it used to fail at the first batch, unnamed).
+    config = write_config(tmp_path / "c.toml", corpus, tmp_path / "run", data={"num_units": [2]})
+    err = run(capsys, "train", str(config))
+    assert str(corpus[1]) in err and "data.num_units = 2" in err, err

@@ -30,7 +30,7 @@ Wall time: the training steps, and every step of the run but the MFCC baseline; 
 come from one machine, which may have been shared."""
 
 
-def _model_summary(cfg: PipelineConfig) -> dict[str, Any]:
+def model_summary(cfg: PipelineConfig) -> dict[str, Any]:
     """What models.md shows of one pipeline run ("-" cells where a step is not done)."""
     n = len(cfg.iterations)
     last = cfg.iteration_dir(n)
@@ -170,7 +170,7 @@ def write_models_report(out: str | Path, configs: dict[str, Path]) -> Path:
     models, baselines = {}, []
     for kind, config in configs.items():
         cfg = load_pipeline_config(config)
-        models[kind] = _model_summary(cfg)
+        models[kind] = model_summary(cfg)
         baselines = baselines or baseline_scores(cfg)  # the same corpus: any run's
     lines = [
         "# hubertlab demo: models side by side",

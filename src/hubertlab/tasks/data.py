@@ -27,11 +27,25 @@ VALID_SEED = 1234
 
 
 def load_dataset(
-    manifest: Path, unit_files: Sequence[Path], min_samples: int, *, standardize: bool = False
+    manifest: Path,
+    unit_files: Sequence[Path],
+    min_samples: int,
+    *,
+    standardize: bool = False,
+    num_units: Sequence[int] = (),
 ) -> UnitDataset:
+    """The manifest's audio with its unit sets; every unit id must be below its set's k
+    (`num_units`, [data] num_units) or a ValueError names the file and fileid."""
     rows = read_manifest(manifest)
     # JSONL units, or fairseq .km files whose lines follow the manifest's rows.
     unit_sets = [read_units(p, rows) for p in unit_files]
+    for path, units, k in zip(unit_files, unit_sets, num_units, strict=False):
+        for fileid, ids in units.items():
+            if len(ids) and int(ids.max()) >= k:
+                raise ValueError(
+                    f"{path}: {fileid}: unit {int(ids.max())} is not below data.num_units "
+                    f"= {k} (a units file of another k-means?)"
+                )
     return UnitDataset(
         rows,
         unit_sets,
@@ -67,7 +81,11 @@ def build_train_loader(
     `unit_files` (none: audio only) and masked as `mask` says (None: no mask); with
     `standardize`, every utterance is scaled to zero mean and unit variance when read."""
     dataset = load_dataset(
-        data.train_manifest, unit_files, data.min_samples, standardize=standardize
+        data.train_manifest,
+        unit_files,
+        data.min_samples,
+        standardize=standardize,
+        num_units=data.num_units,
     )
     lengths = [min(dataset.num_samples(i), data.max_samples) for i in range(len(dataset))]
     sampler = BucketBatchSampler(
@@ -99,6 +117,7 @@ def build_stream_loader(
         collate,
         batch_samples=data.batch_samples,
         num_unit_sets=num_unit_sets,
+        num_units=data.num_units[0] if num_unit_sets and data.num_units else None,
         buffer_size=data.shuffle_buffer,
         rank=rank,
         world_size=world_size,
@@ -125,7 +144,13 @@ class ValidBatches:
         world_size: int = 1,
         standardize: bool = False,
     ) -> None:
-        self.dataset = load_dataset(manifest, unit_files, data.min_samples, standardize=standardize)
+        self.dataset = load_dataset(
+            manifest,
+            unit_files,
+            data.min_samples,
+            standardize=standardize,
+            num_units=data.num_units,
+        )
         lengths = [
             min(self.dataset.num_samples(i), data.max_samples) for i in range(len(self.dataset))
         ]

@@ -1,0 +1,128 @@
+"""Issue 23's study of the tiny SpidR / DinoSR recipes on the demo corpus: each variant is the
+demo's own pipeline (`hubertlab demo --model spidr|dinosr`) with a few settings changed, trained
+at the demo's budget, scored by ABX per layer on the held-out evaluation corpus, with ABX
+learning curves over its checkpoints ([abx] curves).
+
+    python experiments/distill_recipes.py DEMO_DIR VARIANT [VARIANT ...] [--seed S]
+        [--steps N]  # default: the demo's budget (DemoSettings.spidr_steps)
+    python experiments/distill_recipes.py DEMO_DIR --table   # the table of every finished run
+
+DEMO_DIR is a folder `hubertlab demo DEMO_DIR --model spidr` has prepared (its corpus and
+pipeline-spidr.toml / pipeline-dinosr.toml; the pipeline itself need not have run). Each run
+goes to DEMO_DIR/exp-<variant>-s<seed>[-<steps>] and resumes where it stopped; its config is
+DEMO_DIR/exp-<variant>-s<seed>[-<steps>].toml. The table goes to DEMO_DIR/experiments.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from hubertlab.demo.compare import model_summary
+from hubertlab.demo.recipe import DemoSettings
+from hubertlab.pipeline.config import load_pipeline_config
+from hubertlab.pipeline.report import baseline_scores, fmt
+
+# variant -> (model kind, [train.model.overrides], [train.optim] changes)
+PUBLISHED = 400_000  # the run length the spidr recipe's teacher schedule was made for
+VARIANTS: dict[str, tuple[str, dict, dict]] = {
+    "spidr-published": ("spidr", {}, {}),
+    "spidr-scaled": ("spidr", {"ema_schedule_steps": PUBLISHED}, {}),
+    "spidr-scaled-lr1e-3": ("spidr", {"ema_schedule_steps": PUBLISHED}, {"lr": 1e-3}),
+    "spidr-scaled-cb0.9": (
+        "spidr",
+        {"ema_schedule_steps": PUBLISHED, "codebook_decay": 0.9},
+        {},
+    ),
+    "spidr-scaled-x4": ("spidr", {"ema_schedule_steps": PUBLISHED // 4}, {}),
+    "dinosr-published": ("dinosr", {}, {}),
+    "dinosr-scaled": ("dinosr", {"ema_schedule_steps": PUBLISHED}, {}),
+}
+
+
+def toml_value(value) -> str:
+    return json.dumps(value)  # numbers and strings are the same in TOML
+
+
+def variant_config(demo: Path, variant: str, seed: int, steps: int | None) -> Path:
+    """Write DEMO_DIR/exp-<variant>-s<seed>.toml from the demo's pipeline of that model."""
+    kind, overrides, optim = VARIANTS[variant]
+    text = (demo / f"pipeline-{kind}.toml").read_text()
+    name = f"exp-{variant}-s{seed}" + (f"-{steps}" if steps else "")
+    text = re.sub(r'(?m)^out_dir = ".*"$', f'out_dir = "{name}"', text)
+    text = re.sub(r"(?m)^seed = \d+$", f"seed = {seed}", text)
+    lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items())
+    text = text.replace("[train.model.overrides]\n", "[train.model.overrides]\n" + lines)
+    if steps:
+        optim = {**optim, "max_steps": steps}
+        text = re.sub(r"(?m)^ckpt_every = \d+$", f"ckpt_every = {max(1, steps // 8)}", text)
+        text = re.sub(r"(?m)^valid_every = \d+$", f"valid_every = {max(1, steps // 8)}", text)
+    for key, value in optim.items():
+        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {toml_value(value)}", text)
+        if count != 1:
+            raise ValueError(f"pipeline-{kind}.toml: no single [train.optim] {key} to change")
+    text += "\n[abx]\ncurves = true\n"
+    config = demo / f"{name}.toml"
+    config.write_text(text)
+    return config
+
+
+def table(demo: Path) -> str:
+    """One row per finished (or partly finished) run of DEMO_DIR."""
+    rows = [
+        "| run | steps | best layer | ABX within / across (%) | final target perplexity "
+        "(per codebook) | training (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    baselines = []
+    for config in sorted(demo.glob("exp-*.toml")):
+        cfg = load_pipeline_config(config)
+        s = model_summary(cfg)
+        baselines = baselines or baseline_scores(cfg)
+        best = s["abx_per_layer"].get(str(s.get("best_layer")), {})
+        ppl = (s.get("perplexity") or {}).get("target", {})
+        rows.append(
+            f"| {config.stem} | {' + '.join(map(str, s['steps']))} | {s.get('best_layer', '-')} "
+            f"| {fmt(best.get('within'))} / {fmt(best.get('across'))} "
+            f"| {', '.join(fmt(v, 1) for v in ppl.values()) or '-'} "
+            f"| {fmt(s['train_seconds'], 0)} |"
+        )
+    for score in baselines:
+        within = score.get("within", {}).get("error_percent")
+        across = score.get("across", {}).get("error_percent")
+        rows.append(f"| {score['name']} (baseline) | | | {fmt(within)} / {fmt(across)} | | |")
+    return "\n".join(rows) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("demo", type=Path)
+    parser.add_argument("variants", nargs="*", help=", ".join(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, help=f"default {DemoSettings().spidr_steps}")
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    demo = args.demo.resolve()
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
+    for variant in args.variants:
+        config = variant_config(demo, variant, args.seed, args.steps)
+        print(f"== {variant} (seed {args.seed}): hubertlab pipeline {config}", flush=True)
+        subprocess.run(
+            [str(Path(sys.executable).with_name("hubertlab")), "pipeline", str(config)],
+            cwd=demo,
+            check=True,
+        )
+    text = table(demo)
+    (demo / "experiments.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
