@@ -90,6 +90,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Path:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a path string, got {value!r}")
+        if not value.strip():  # Path("") is "." (the working directory): never what was meant
+            raise ConfigError(f"{where}: empty path; give a file or leave the key out")
         return Path(value)
     return value
 

@@ -36,6 +36,12 @@ def current_umask() -> int:
     return mask
 
 
+def give_umask_permissions(path: str | os.PathLike) -> None:
+    """chmod `path` to what a plain `open` would have given it (0666 less the umask): for
+    files that libraries write with mkstemp's 0600 (safetensors, transformers' save_pretrained)."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temp file beside `path`; rename it over `path` only if the block succeeds.

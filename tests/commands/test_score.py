@@ -83,3 +83,17 @@ def test_score_asr(tmp_path: Path, capsys):
     assert "WER 4.6%" in capsys.readouterr().out
     assert cli.main([*argv, "--out", str(tmp_path / "o"), "--buckets", "10,5"]) == 1
     assert "--buckets must be increasing" in capsys.readouterr().err
+
+
+def test_score_vtc_refuses_a_uem_outside_the_audio(tmp_path: Path, capsys, caplog):
+    """A UEM past the audio and an empty hypothesis used to score macro F1 100 %."""
+    _reference(tmp_path)
+    (tmp_path / "empty.rttm").write_text("")
+    (tmp_path / "far.uem").write_text("rec1 1 5000.0 6000.0\nrec2 1 5000.0 6000.0\n")
+    argv = ["score", "vtc", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "empty.rttm"),
+            "--uem", str(tmp_path / "far.uem"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"UEM regions of {tmp_path / 'far.uem'}" in err and "nothing to score" in err
+    assert "rec1: no reference or hypothesis speech in its 1 UEM regions" in caplog.text
+    assert not (tmp_path / "out").exists()

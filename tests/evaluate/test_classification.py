@@ -47,3 +47,27 @@ def test_unknown_or_unscored_files_are_errors():
         detection_scores({"a": [], "b": []}, {}, CLASSES, uem={"a": [(0, 1)]})
     with pytest.raises(ValueError, match="hypothesis files are not in the reference, e.g. 'x'"):
         detection_scores({"a": []}, {"x": [Turn("x", 0, 1, "FEM")]}, CLASSES)
+
+
+def test_an_absent_class_is_undefined_and_left_out_of_the_macro_mean():
+    """A class with no reference and no hypothesis speech used to count as F1 100 % (a macro
+    of 75 % where the one present class scores 50 %)."""
+    ref = {"a": [Turn("a", 0, 10, "KCHI")]}
+    hyp = {"a": [Turn("a", 5, 10, "KCHI")]}
+    kchi, fem = detection_scores(ref, hyp, CLASSES)
+    assert kchi.f1 == pytest.approx(0.5) and fem.f1 is None and not fem.defined
+    assert macro_f1([kchi, fem]) == pytest.approx(0.5)
+    table = format_detection_table([kchi, fem])
+    assert "| FEM | undefined |" in table and "| **macro** (1 of 2) | **50.0** |" in table
+    assert "left out of the macro mean" in table
+    # A class with hypothesis speech only is a defined 0, not absent.
+    (_, fem_only_hyp) = detection_scores(ref, {"a": [Turn("a", 0, 1, "FEM")]}, CLASSES)
+    assert fem_only_hyp.f1 == 0
+
+
+def test_every_class_absent_has_no_score():
+    ref = {"a": [Turn("a", 0, 10, "KCHI")]}
+    scores = detection_scores(ref, {}, CLASSES, uem={"a": [(100, 200)]})  # past the audio
+    assert not any(s.defined for s in scores)
+    with pytest.raises(ValueError, match="nothing to score"):
+        macro_f1(scores)

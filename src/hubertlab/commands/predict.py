@@ -8,6 +8,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from hubertlab.commands.args import ranged_float, ranged_int
+
 log = logging.getLogger(__name__)
 
 
@@ -22,14 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--window-seconds",
-        type=float,
+        type=ranged_float(low=0.1, high=60),  # the range of the config's data.window_seconds
         help="vtc inference windows (default: the training windows of the checkpoint's run)",
     )
-    p.add_argument("--overlap", type=float, default=0.75, help="vtc: overlap of the windows")
-    p.add_argument("--min-gap", type=float, default=0.1, help="vtc: bridge shorter gaps (s)")
-    p.add_argument("--min-duration", type=float, default=0.1, help="vtc: drop shorter turns (s)")
-    p.add_argument("--batch", type=int, default=16, help="vtc: windows per forward")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument(
+        "--overlap",
+        type=ranged_float(low=0, high=1, high_open=True),
+        default=0.75,
+        help="vtc: overlap of the windows",
+    )
+    seconds = ranged_float(low=0, high=3600)
+    p.add_argument("--min-gap", type=seconds, default=0.1, help="vtc: bridge shorter gaps (s)")
+    p.add_argument("--min-duration", type=seconds, default=0.1, help="vtc: drop shorter turns (s)")
+    p.add_argument("--batch", type=ranged_int(low=1), default=16, help="vtc: windows per forward")
+    p.add_argument(
+        "--threads", type=ranged_int(low=0), default=0, help="torch threads (0: default)"
+    )
 
 
 def _thresholds(args: argparse.Namespace, classes: tuple[str, ...]):
@@ -62,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not 0 <= args.overlap < 1:
-        raise ValueError(f"--overlap: must be in [0, 1), got {args.overlap}")
     state = load_checkpoint(args.checkpoint)
     task = state.get("model_kind")
     if task not in ("vtc", "ctc") or "model_config" not in state:

@@ -49,10 +49,18 @@ def _run_vtc(args: argparse.Namespace) -> int:
     hypothesis = read_rttm_files(args.hyp, classes=classes)
     uem = read_uem(args.uem) if args.uem else None
     scores = detection_scores(reference, hypothesis, classes, uem=uem)
+    if not any(s.defined for s in scores):
+        regions = f"the UEM regions of {args.uem}" if args.uem else "the files"
+        raise ValueError(
+            f"{args.ref}: no reference or hypothesis speech of {', '.join(classes)} in "
+            f"{regions}: nothing to score (a UEM outside the audio, or the wrong files?)"
+        )
     source = {"reference": args.ref, "hypothesis": args.hyp, "uem": args.uem or ""}
     write_detection_report(scores, args.out, source=source)
     print(format_detection_table(scores), end="")
-    print(f"macro F1 {100 * macro_f1(scores):.1f}%; report in {args.out}")
+    absent = [s.label for s in scores if not s.defined]
+    left_out = f" (left out, undefined: {', '.join(absent)})" if absent else ""
+    print(f"macro F1 {100 * macro_f1(scores):.1f}%{left_out}; report in {args.out}")
     return 0
 
 

@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     finetuning = "finetune" in read_toml(args.config)
     cfg = (load_finetune_config if finetuning else load_train_config)(args.config)
-    records = validate_checkpoints(args.ckpt_dir, cfg, args.out, device=pick_device(args.device))
+    records = validate_checkpoints(
+        args.ckpt_dir, cfg, args.out, device=pick_device(args.device), config_name=args.config
+    )
     for record in records:
         print(json.dumps(record))
     return 0

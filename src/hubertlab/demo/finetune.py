@@ -162,7 +162,8 @@ def _vtc_score(cfg: Any, corpus: Path) -> dict[str, Any]:
         hypothesis.setdefault(turn.fileid, []).append(turn)
     reference = read_rttm_files(test / "reference.rttm", classes=classes)
     scores = detection_scores(reference, hypothesis, classes, uem=read_uem(test / "all.uem"))
-    return {"macro_f1": macro_f1(scores), **{f"f1_{s.label}": s.f1 for s in scores}}
+    per_class = {f"f1_{s.label}": s.f1 for s in scores if s.defined}  # absent: no score
+    return {"macro_f1": macro_f1(scores), **per_class}
 
 
 def _ctc_score(cfg: Any, eval_corpus: Path) -> dict[str, Any]:

@@ -1,9 +1,15 @@
 """Voice type classification scores: per-class detection precision, recall and F1 with
 pyannote.metrics (collar 0, overlap kept) accumulated over a set of files, and their macro
-mean (the VTC papers' figure)."""
+mean (the VTC papers' figure).
+
+A class with neither reference nor hypothesis speech in the scored regions has no score
+(precision, recall and F1 are 0 / 0: pyannote-style scorers report it as undefined); it is
+left out of the macro mean instead of counting as a perfect 100 %, and a set where every
+class is absent has no score at all."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,15 +17,28 @@ from pathlib import Path
 from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
 from hubertlab.finetune.rttm import Turn
 
+log = logging.getLogger(__name__)
+
+UNDEFINED_NOTE = (
+    "undefined: no reference and no hypothesis speech of the class in the scored regions; "
+    "left out of the macro mean"
+)
+
 
 @dataclass(frozen=True)
 class ClassScore:
+    """Scores of one class; precision, recall and f1 are None when it is absent (undefined)."""
+
     label: str
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
     reference_s: float  # seconds of reference speech of this class (scored regions)
     hypothesis_s: float
+
+    @property
+    def defined(self) -> bool:
+        return self.f1 is not None
 
 
 def _annotation(turns: Sequence[Turn], label: str):
@@ -69,6 +88,8 @@ def detection_scores(
         raise ValueError(
             f"{len(unscored)} reference files have no UEM regions, e.g. {unscored[0]!r}"
         )
+    if uem is not None:
+        _warn_empty_regions(reference, hypothesis, uem)
     scores = []
     for label in classes:
         metric = DetectionPrecisionRecallFMeasure(collar=0.0, skip_overlap=False)
@@ -87,27 +108,62 @@ def detection_scores(
             metric(ref, hyp, uem=timeline)
             ref_s += ref.crop(timeline).get_timeline().support().duration()
             hyp_s += hyp.crop(timeline).get_timeline().support().duration()
+        if ref_s <= 0 and hyp_s <= 0:  # 0 / 0: pyannote would call it a perfect 1.0
+            scores.append(ClassScore(label, None, None, None, 0.0, 0.0))
+            continue
         precision, recall, f1 = metric.compute_metrics()
         scores.append(ClassScore(label, float(precision), float(recall), float(f1), ref_s, hyp_s))
     return scores
 
 
+def _warn_empty_regions(
+    reference: Mapping[str, Sequence[Turn]],
+    hypothesis: Mapping[str, Sequence[Turn]],
+    uem: Mapping[str, Sequence[tuple[float, float]]],
+) -> None:
+    """A warning for each file whose scored regions hold no reference or hypothesis turn:
+    regions outside the audio (another UEM, seconds vs frames) score nothing there."""
+    for fileid, regions in sorted(uem.items()):
+        turns = (*reference.get(fileid, ()), *hypothesis.get(fileid, ()))
+        if not any(t.onset_s < b and t.offset_s > a for t in turns for a, b in regions):
+            log.warning(
+                "%s: no reference or hypothesis speech in its %d UEM regions (%.1f-%.1f s): "
+                "nothing is scored there", fileid, len(regions), regions[0][0], regions[-1][1],
+            )  # fmt: skip
+
+
 def macro_f1(scores: Sequence[ClassScore]) -> float:
-    return sum(s.f1 for s in scores) / len(scores)
+    """Mean F1 of the classes that have a score (absent classes are left out); a set where
+    every class is absent is an error, not a score."""
+    defined = [s.f1 for s in scores if s.f1 is not None]
+    if not defined:
+        raise ValueError(
+            "no class has reference or hypothesis speech in the scored regions: nothing to score"
+        )
+    return sum(defined) / len(defined)
+
+
+def _percent(value: float | None) -> str:
+    return "undefined" if value is None else f"{100 * value:.1f}"
 
 
 def format_detection_table(scores: Sequence[ClassScore]) -> str:
-    """Markdown table: one row per class and the macro mean (percent)."""
+    """Markdown table: one row per class and the macro mean (percent); absent classes are
+    marked undefined and the macro row says how many classes it averages."""
     lines = [
         "| class | F1 (%) | precision (%) | recall (%) | reference (s) | hypothesis (s) |",
         "|---|---|---|---|---|---|",
     ]
     for s in scores:
         lines.append(
-            f"| {s.label} | {100 * s.f1:.1f} | {100 * s.precision:.1f} | {100 * s.recall:.1f} "
+            f"| {s.label} | {_percent(s.f1)} | {_percent(s.precision)} | {_percent(s.recall)} "
             f"| {s.reference_s:.1f} | {s.hypothesis_s:.1f} |"
         )
-    lines.append(f"| **macro** | **{100 * macro_f1(scores):.1f}** | | | | |")
+    defined = sum(s.defined for s in scores)
+    macro = "**macro**" if defined == len(scores) else f"**macro** ({defined} of {len(scores)})"
+    lines.append(f"| {macro} | **{100 * macro_f1(scores):.1f}** | | | | |")
+    if defined < len(scores):
+        lines += ["", f"{UNDEFINED_NOTE}."]
     return "\n".join(lines) + "\n"
 
 
@@ -118,10 +174,11 @@ def _plot_f1(scores: Sequence[ClassScore], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [s.label for s in scores] + ["macro"]
-    values = [100 * s.f1 for s in scores] + [100 * macro_f1(scores)]
+    values = [100 * (s.f1 or 0.0) for s in scores] + [100 * macro_f1(scores)]
+    labels = [_percent(s.f1) for s in scores] + [_percent(macro_f1(scores))]
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 1.5, 3.2))
     bars = ax.bar(names, values, color=["C0"] * len(scores) + ["C1"])
-    ax.bar_label(bars, fmt="%.1f")
+    ax.bar_label(bars, labels=labels)
     ax.set_ylim(0, 112)
     ax.set_ylabel("detection F1 (%)")
     ax.grid(axis="y", alpha=0.3)
@@ -138,8 +195,9 @@ def write_detection_report(
     report = {
         "source": dict(source or {}),
         "collar_s": 0.0,
-        "classes": [asdict(s) for s in scores],
+        "classes": [asdict(s) for s in scores],  # absent classes: null scores
         "macro_f1": macro_f1(scores),
+        "macro_classes": [s.label for s in scores if s.defined],
     }
     atomic_write_json(out_dir / "vtc_scores.json", report)
     atomic_write_text(out_dir / "vtc_scores.md", format_detection_table(scores))

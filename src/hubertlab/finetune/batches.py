@@ -24,7 +24,13 @@ from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, num_frames
 from hubertlab.data.dataset import Batch, ResumableLoader
 from hubertlab.data.manifest import Manifest
 from hubertlab.data.sampler import BucketBatchSampler, SampleKey
-from hubertlab.finetune.text import CharVocab, normalize_text
+from hubertlab.finetune.text import (
+    SPECIAL_TOKENS,
+    UNK,
+    WORD_DELIMITER,
+    CharVocab,
+    normalize_text,
+)
 from hubertlab.finetune.windows import Recording, WindowDataset, read_window
 
 log = logging.getLogger(__name__)
@@ -167,7 +173,8 @@ def utterance_ids(
     manifest: Manifest, texts: Mapping[str, str], vocab: CharVocab, transcripts: Any
 ) -> list[list[int]]:
     """Token ids of every manifest row's transcript; a row without one is an error naming the
-    manifest row and the transcripts file."""
+    manifest row and the transcripts file, and so are targets without a known character
+    (check_unknown_characters)."""
     ids = []
     for row_number, row in enumerate(manifest, 1):
         if row.fileid not in texts:
@@ -176,7 +183,33 @@ def utterance_ids(
                 f"{transcripts}"
             )
         ids.append(vocab.encode(normalize_text(texts[row.fileid])))
+    check_unknown_characters(ids, vocab, transcripts)
     return ids
+
+
+def check_unknown_characters(
+    ids: Sequence[list[int]], vocab: CharVocab, transcripts: Any, *, warn_above: float = 0.05
+) -> None:
+    """Refuse targets with no character (all empty or punctuation) or none in the vocabulary
+    (CTC would learn to emit <unk>); warn when more than `warn_above` of them are <unk>."""
+    unk, delimiter = vocab.tokens.index(UNK), vocab.tokens.index(WORD_DELIMITER)
+    chars = sum(1 for row in ids for i in row if i != delimiter)
+    unknown = sum(1 for row in ids for i in row if i == unk)
+    if chars == 0:
+        raise ValueError(
+            f"{transcripts}: no character to train on (the texts are empty or all punctuation "
+            "after normalization)"
+        )
+    if unknown == chars:
+        raise ValueError(
+            f"{transcripts}: none of the {chars} target characters is in the vocabulary "
+            f"({''.join(vocab.tokens[len(SPECIAL_TOKENS) :])[:40]}): another language's vocab?"
+        )
+    if unknown > warn_above * chars:
+        log.warning(
+            "%s: %d of %d target characters (%.1f %%) are not in the vocabulary and train as %s",
+            transcripts, unknown, chars, 100 * unknown / chars, UNK,
+        )  # fmt: skip
 
 
 class UtteranceDataset(torch.utils.data.Dataset):

@@ -24,6 +24,7 @@ def export_ctc_transformers(model: FinetuneModel, out_dir: str | Path) -> Path:
         import transformers
     except ImportError as e:
         raise ImportError("exporting to transformers needs `pip install hubertlab[interop]`") from e
+    from hubertlab.models.checkpoint import give_weights_umask_permissions
     from hubertlab.models.convert import hf_config_dict, ours_to_hf
 
     cfg = model.cfg
@@ -54,6 +55,7 @@ def export_ctc_transformers(model: FinetuneModel, out_dir: str | Path) -> Path:
         raise ValueError(f"HubertForCTC export: missing {missing}, unexpected {unexpected}")
     out_dir = Path(out_dir)
     hf.save_pretrained(str(out_dir))
+    give_weights_umask_permissions(out_dir)
     vocab.save(out_dir)
     tokenizer = transformers.Wav2Vec2CTCTokenizer.from_pretrained(str(out_dir))
     extractor = transformers.Wav2Vec2FeatureExtractor(

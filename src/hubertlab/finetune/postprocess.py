@@ -73,6 +73,8 @@ def tune_thresholds(
         raise ValueError(
             f"probabilities {p.shape} and targets {t.shape} for {len(classes)} classes"
         )
+    if not len(p):  # every F1 would be 0 / 0: thresholds 0.5 "tuned" to f1 1.0 on nothing
+        raise ValueError("no scored dev frame to tune the thresholds on")
     result = {}
     order = sorted(grid, key=lambda g: abs(g - 0.5))
     for c, name in enumerate(classes):

@@ -9,6 +9,7 @@ blank), "<unk>" = 1 for characters not seen in training, "|" = 2 stands for the 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,8 @@ from hubertlab.fileio import atomic_open, atomic_write_json
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
 SPECIAL_TOKENS = (PAD, UNK, WORD_DELIMITER)
 VOCAB_FILE = "vocab.json"
+# What would end a TSV field or line when read back (text-mode reading splits at \r too).
+_LINE_BREAKS = re.compile(r"[\t\r\n]")
 TOKENIZER_CONFIG = {
     "tokenizer_class": "Wav2Vec2CTCTokenizer",
     "pad_token": PAD,
@@ -69,11 +72,13 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
 
 
 def write_transcripts(texts: Mapping[str, str], path: str | Path) -> None:
-    """TSV with a header; tabs and newlines inside a text become spaces."""
+    """TSV with a header; tabs and line breaks inside a text become spaces, and nothing else
+    changes: a decode's double space (a word delimiter repeated across a blank) stays, as
+    HubertForCTC's processor writes it."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write("fileid\ttext\n")
         for fileid, text in texts.items():
-            f.write(f"{fileid}\t{' '.join(text.split())}\n")
+            f.write(f"{fileid}\t{_LINE_BREAKS.sub(' ', text)}\n")
 
 
 def normalize_text(text: str) -> str:
@@ -139,6 +144,11 @@ def build_vocab(texts: Iterable[str], *, min_count: int = 1) -> CharVocab:
     """Characters of normalized training texts seen at least min_count times, sorted."""
     counts = Counter(c for text in texts for c in normalize_text(text) if c != " ")
     chars = sorted(c for c, n in counts.items() if n >= min_count)
+    if not chars:  # every target would be <unk>: a model that can spell nothing
+        raise ValueError(
+            "no character to build a vocabulary from: the texts are empty or all punctuation "
+            f"after normalization (or no character is seen {min_count} times)"
+        )
     return CharVocab(SPECIAL_TOKENS + tuple(chars))
 
 
@@ -156,9 +166,12 @@ def load_vocab(path: str | Path) -> CharVocab:
     if not isinstance(table, dict) or sorted(table.values()) != list(range(len(table))):
         raise ValueError(f"{path}: expected {{token: id}} with ids 0..n-1")
     try:
-        return CharVocab(tuple(sorted(table, key=table.__getitem__)))
+        vocab = CharVocab(tuple(sorted(table, key=table.__getitem__)))
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    if len(vocab) == len(SPECIAL_TOKENS):
+        raise ValueError(f"{path}: no character token, only {', '.join(SPECIAL_TOKENS)}")
+    return vocab
 
 
 def ctc_labels(texts: Sequence[str], vocab: CharVocab) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,8 @@ import soundfile as sf
 import torch
 
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE, num_frames
-from hubertlab.data.audio import standardize_waveform
-from hubertlab.data.manifest import read_manifest
+from hubertlab.data.audio import audio_info, standardize_waveform
+from hubertlab.data.manifest import ManifestRow, read_manifest
 from hubertlab.finetune.rttm import VTC_CLASSES, Turn
 from hubertlab.finetune.targets import frame_targets, ignore_mask
 
@@ -59,6 +59,10 @@ class Recording:
         ignore[max(num_frames(self.num_samples) - start_frame, 0) :] = True
         return targets, ignore
 
+    def scored_frames(self) -> int:
+        """Frames of the recording inside its scored regions (all of them without UEM)."""
+        return int(np.count_nonzero(~ignore_mask(self.uem, num_frames(self.num_samples))))
+
 
 def read_window(path: str | Path, start: int, num_samples: int) -> np.ndarray:
     """Samples [start, start + num_samples) of a 16 kHz file, mono float32, zero-padded past
@@ -79,13 +83,44 @@ def read_window(path: str | Path, start: int, num_samples: int) -> np.ndarray:
     return wav
 
 
+def check_recording_row(row: ManifestRow, root: Path, where: str) -> Path:
+    """The audio file of a manifest row, checked against its header as `features` checks
+    rows against the audio: a whole 16 kHz file (RTTM times count from its start) of exactly
+    num_samples samples and at least one frame. A row that claims more audio than the file
+    holds would be padded with silence (training windows, predictions past the end); one
+    that claims less would leave the rest unlabelled."""
+    if row.byte_offset is not None:
+        raise ValueError(f"{where}: windows need plain files, not tar members")
+    if row.start is not None:
+        raise ValueError(
+            f"{where}: a span (start {row.start}); windows and RTTM times need whole "
+            "recordings: list the files themselves"
+        )
+    path = row.audio_path(root)
+    info = audio_info(path)  # AudioError names the file
+    if info.sample_rate != SAMPLE_RATE:
+        raise ValueError(f"{where}: {path} is {info.sample_rate} Hz, windows need 16 kHz audio")
+    if info.num_frames != row.num_samples:
+        raise ValueError(
+            f"{where}: audio {path} has {info.num_frames} samples, the manifest says "
+            f"{row.num_samples}; rebuild the manifest"
+        )
+    if row.num_samples < RECEPTIVE_FIELD:
+        raise ValueError(
+            f"{where}: too short: {row.num_samples} samples, one frame needs "
+            f"{RECEPTIVE_FIELD} ({1000 * RECEPTIVE_FIELD // SAMPLE_RATE} ms)"
+        )
+    return path
+
+
 def load_recordings(
     manifest: str | Path,
     turns: Mapping[str, Sequence[Turn]],
     uem: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> list[Recording]:
     """Recordings of a manifest with their turns (a file without turns has no speech). Turns
-    or UEM regions of a fileid the manifest lacks are an error: ids probably do not match."""
+    or UEM regions of a fileid the manifest lacks are an error: ids probably do not match;
+    so is a row that contradicts its audio (check_recording_row)."""
     rows = read_manifest(manifest)
     known = {row.fileid for row in rows}
     for what, ids in (("RTTM", turns), ("UEM", uem or {})):
@@ -96,14 +131,13 @@ def load_recordings(
                 f"e.g. {stray[0]!r}"
             )
     recordings = []
-    for row in rows:
-        if row.byte_offset is not None:
-            raise ValueError(f"{manifest}: {row.fileid}: windows need plain files, not tar members")
+    for number, row in enumerate(rows, 1):
+        path = check_recording_row(row, rows.root, f"{manifest}: row {number} ({row.fileid!r})")
         regions = None if uem is None else tuple(uem.get(row.fileid, ()))
         recordings.append(
             Recording(
                 fileid=row.fileid,
-                path=row.audio_path(rows.root),
+                path=path,
                 num_samples=row.num_samples,
                 turns=tuple(sorted(turns.get(row.fileid, ()))),
                 uem=regions,

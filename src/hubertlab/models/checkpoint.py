@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hubertlab.config import to_dict
-from hubertlab.fileio import atomic_write_json
+from hubertlab.fileio import atomic_write_json, give_umask_permissions
 from hubertlab.models import convert
 from hubertlab.models.config import HubertConfig, replace_fields
 from hubertlab.models.hubert import HubertModel
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 HEAD_PREFIXES = ("final_proj.", "unit_embeddings.")
+FINETUNE_KINDS = ("vtc", "ctc")  # model_kind of a fine-tuning checkpoint (encoder + head)
 # Config objects fairseq pickles; replaced by inert _ConfigStub instances when loading.
 _STUB_MODULES = ("omegaconf.", "fairseq.", "typing.", "enum.")
 
@@ -129,6 +130,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | Path) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = out_dir / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
+    give_umask_permissions(tmp)  # safetensors writes 0600
     tmp.replace(out_dir / WEIGHTS_NAME)
     kind = getattr(model.cfg, "kind", "hubert")
     atomic_write_json(
@@ -224,6 +226,8 @@ def read_checkpoint(
     obj = safe_load(path) if loaded is None else loaded
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(obj).__name__}")
+    if obj.get("model_kind") in FINETUNE_KINDS:
+        raise _finetuned_error(path, obj)
     if "model_config" in obj and "model" in obj:
         cfg = HubertConfig.from_dict(obj["model_config"], where=f"{path}:model_config")
         return cfg, convert.legacy_to_ours(dict(obj["model"]))
@@ -234,6 +238,22 @@ def read_checkpoint(
         raise CheckpointError(f"{path}: not a state dict, our checkpoint or fairseq checkpoint")
     ours = convert.torchaudio_to_ours(state)
     return convert.infer_config(ours), ours
+
+
+def _finetuned_error(path: Path, obj: dict[str, Any]) -> CheckpointError:
+    """What to do with a fine-tuning checkpoint given where a pretrained model is read (its
+    model_config describes an encoder and a head, not a HubertModel)."""
+    kind = obj["model_kind"]
+    train_config = obj.get("train_config")
+    encoder = None
+    if isinstance(train_config, dict) and isinstance(train_config.get("finetune"), dict):
+        encoder = train_config["finetune"].get("encoder")
+    start = f"the encoder it was fine-tuned from ({encoder})" if encoder else "its encoder"
+    use = "`hubertlab predict` (RTTM)" if kind == "vtc" else "`hubertlab predict` (transcripts)"
+    return CheckpointError(
+        f"{path}: a fine-tuning checkpoint ({kind}), not a pretrained model: give {start}, or "
+        f"run {use} with this one"
+    )
 
 
 def _read_dir(path: Path) -> tuple[HubertConfig, dict[str, torch.Tensor]]:
@@ -312,4 +332,12 @@ def export_transformers(model: HubertModel, out_dir: str | Path) -> Path:
     if missing or unexpected:
         raise CheckpointError(f"transformers export: missing {missing}, unexpected {unexpected}")
     hf.save_pretrained(str(out_dir))
+    give_weights_umask_permissions(out_dir)
     return Path(out_dir)
+
+
+def give_weights_umask_permissions(out_dir: str | Path) -> None:
+    """The umask's permissions for the *.safetensors that transformers' save_pretrained wrote
+    into `out_dir` (safetensors writes them 0600: teammates could not read an export)."""
+    for path in Path(out_dir).glob("*.safetensors"):
+        give_umask_permissions(path)

@@ -59,8 +59,12 @@ class CtcTask(FinetuneTask):
             if section.vocab is not None:
                 self._vocab = load_vocab(section.vocab)
             else:
-                texts = read_transcripts(self.cfg.data.train_transcripts)
-                self._vocab = build_vocab(texts.values())
+                path = self.cfg.data.train_transcripts
+                texts = read_transcripts(path)
+                try:
+                    self._vocab = build_vocab(texts.values())
+                except ValueError as e:
+                    raise ValueError(f"{path}: {e}") from None
         return self._vocab
 
     def outputs(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ threshold 0.5 with their macro mean (the tuned thresholds come after training)."
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -18,11 +19,25 @@ from hubertlab.finetune.windows import Recording, WindowDataset, load_recordings
 from hubertlab.tasks.base import TaskLoss
 from hubertlab.tasks.finetune import FinetuneTask
 
+log = logging.getLogger(__name__)
+
 
 def read_recordings(manifest, rttm, uem, classes) -> list[Recording]:
-    """Recordings of a manifest with their turns (labels checked against `classes`)."""
+    """Recordings of a manifest with their turns (labels checked against `classes`). With a
+    UEM, a recording without a scored frame gets a warning and a set without any is an error:
+    it would train at loss 0 and tune thresholds on nothing."""
     turns = read_rttm_files(rttm, classes=classes)
-    return load_recordings(manifest, turns, read_uem(uem) if uem is not None else None)
+    recordings = load_recordings(manifest, turns, read_uem(uem) if uem is not None else None)
+    if uem is not None:
+        unscored = [r.fileid for r in recordings if r.scored_frames() == 0]
+        for fileid in unscored:
+            log.warning("%s: no frame of %s lies in its scored regions", uem, fileid)
+        if len(unscored) == len(recordings):
+            raise ValueError(
+                f"{uem}: no frame of the {len(recordings)} recordings of {manifest} lies in "
+                "its scored regions (regions outside the audio, or another corpus's UEM?)"
+            )
+    return recordings
 
 
 class VtcTask(FinetuneTask):

@@ -51,21 +51,28 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write `state` to a temp file and rename it over `path`: a killed run leaves either the
-    old file or the new one, never half of one."""
+    old file or the new one, never half of one. A failed write (a full disk) raises OSError
+    naming `path`."""
     with atomic_open(path, "wb") as f:
-        torch.save(state, f)
+        try:
+            torch.save(state, f)
+        except RuntimeError as e:
+            # torch's zip writer answers a failed write with its own RuntimeError ("unexpected
+            # pos ...") chained to the OSError: raise the OSError, which atomic_open names.
+            cause = e.__cause__ or e.__context__
+            if not isinstance(cause, OSError):
+                raise
+            raise OSError(cause.errno, f"cannot write {path}: {cause.strerror or cause}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint (weights_only); ValueError naming the file if it is truncated or
-    is not one."""
+    """A training checkpoint, read by the safe loader every command uses
+    (models.checkpoint.safe_load); CheckpointError (a ValueError) naming the file if it is
+    truncated, holds a pickle that could run code, or is not one."""
+    from hubertlab.models.checkpoint import safe_load
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - zip, pickle and storage errors of a damaged file
-        raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupt?): {e}") from None
+    state = safe_load(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a training checkpoint (a {type(state).__name__})")
     return state

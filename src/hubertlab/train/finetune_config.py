@@ -121,6 +121,42 @@ _NEEDED = {
     "vtc": ("train_rttm", "dev_rttm"),
     "ctc": ("train_transcripts", "dev_transcripts"),
 }
+# Keys only one task reads: in the other task's file they are a mistake (a CTC key in a VTC
+# config used to fail on another key's range check, or be ignored).
+_TASK_KEYS = {
+    "vtc": {
+        "finetune": ("classes",),
+        "data": (
+            "train_rttm",
+            "dev_rttm",
+            "train_uem",
+            "dev_uem",
+            "window_seconds",
+            "batch_size",
+            "windows_per_epoch",
+        ),
+    },  # fmt: skip
+    "ctc": {
+        "finetune": ("vocab",),
+        "data": ("train_transcripts", "dev_transcripts", "batch_seconds", "max_utterance_seconds"),
+    },  # fmt: skip
+}
+
+
+def _check_task_keys(data: dict[str, Any], where: str) -> None:
+    """Refuse a key of the other task (named, with the task it belongs to)."""
+    task = data.get("finetune", {}).get("task") if isinstance(data.get("finetune"), dict) else None
+    for other, tables in _TASK_KEYS.items():
+        if task not in _TASK_KEYS or other == task:
+            continue
+        for table, keys in tables.items():
+            section = data.get(table)
+            found = [k for k in keys if isinstance(section, dict) and k in section]
+            if found:
+                raise ConfigError(
+                    f"{where}: {table}.{found[0]}: a key of task {other!r}; this config's "
+                    f"task is {task!r} (remove it)"
+                )
 
 
 def finetune_config_from_dict(data: dict[str, Any], where: str = "config") -> FinetuneConfig:
@@ -144,4 +180,5 @@ def load_finetune_config(
         if not isinstance(data.get(table, {}), dict):
             raise ConfigError(f"{path}: {table} must be a table")
         data[table] = {**data.get(table, {}), **values}
+    _check_task_keys(data, str(path))
     return finetune_config_from_dict(data, where=str(path))

@@ -108,11 +108,12 @@ def evaluate(
     return totals.all_reduce(info).summarize(task)
 
 
-def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
-    """The model of one of our training checkpoints (weights_only load), whatever its task."""
+def model_from_checkpoint(path: str | Path, state: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The model of one of our training checkpoints (weights_only load), whatever its task;
+    `state` is the checkpoint's content when the caller has read it already."""
     from hubertlab.tasks import task_class
 
-    state = load_checkpoint(path)
+    state = load_checkpoint(path) if state is None else state
     if "model" not in state or "model_config" not in state:
         raise ValueError(f"{path}: not a hubertlab training checkpoint (no model/model_config)")
     try:
@@ -121,18 +122,47 @@ def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
         raise ValueError(f"{path}: the checkpoint does not fit its model: {e}") from None
 
 
+def config_task(cfg: Any) -> str:
+    """The task a TrainConfig ([model] kind) or a FinetuneConfig ([finetune] task) trains."""
+    return cfg.finetune.task if hasattr(cfg, "finetune") else cfg.model.kind
+
+
+def check_checkpoint_fits(
+    state: dict[str, Any], path: Path, task: Task, kind: str, config: str
+) -> None:
+    """Refuse a checkpoint of another task than the config's, or (fine-tuning) with other
+    outputs: its model would be scored on data it was not trained for (a VTC run validated
+    as CTC gave a CER), or fail deep inside the task with a TypeError."""
+    found = state.get("model_kind", "hubert")  # checkpoints before model_kind were HuBERT's
+    if found != kind:
+        raise ValueError(
+            f"{path}: a {found!r} checkpoint, but {config} is a {kind!r} config; validate "
+            "it with the config of its own run"
+        )
+    outputs = (state.get("model_config") or {}).get("outputs")
+    if outputs is not None and hasattr(task, "outputs"):
+        wanted = tuple(task.outputs())
+        if tuple(outputs) != wanted:
+            raise ValueError(
+                f"{path}: its head has the outputs {list(outputs)[:8]}, {config} gives "
+                f"{list(wanted)[:8]}; validate it with the config of its own run"
+            )
+
+
 def validate_checkpoints(
     ckpt_dir: str | Path,
     cfg: TrainConfig,
     out_path: str | Path | None = None,
     *,
     device: torch.device | None = None,
+    config_name: str = "the config",
 ) -> list[dict[str, Any]]:
     """Validate every step_*.pt in `ckpt_dir` (or its checkpoints/ folder) on the config's
     validation set; write one JSON line per checkpoint to `out_path` (default:
     ckpt_dir/validation.jsonl), the lowest loss marked "best": true. A checkpoint that cannot
-    be read is reported (with its error) and the others are scored. `cfg` is a TrainConfig
-    or a FinetuneConfig (its dev set)."""
+    be read is reported (with its error) and the others are scored; a checkpoint of another
+    task (or head) than the config's stops it (check_checkpoint_fits). `cfg` is a TrainConfig
+    or a FinetuneConfig (its dev set); `config_name` names it in errors."""
     from hubertlab.tasks import build_task
 
     ckpt_dir = Path(ckpt_dir)
@@ -149,9 +179,17 @@ def validate_checkpoints(
     task = build_task(cfg)
     batches = task.valid_batches(rank=0, world_size=1)
     records: list[dict[str, Any]] = []
+    kind = config_task(cfg)
     for step, path in found:
         try:
-            model = model_from_checkpoint(path).to(device)
+            state = load_checkpoint(path)
+        except (ValueError, OSError) as e:
+            log.error("%s: cannot be read, skipped: %s", path, e)
+            records.append({"checkpoint": path.name, "step": step, "error": str(e)})
+            continue
+        check_checkpoint_fits(state, path, task, kind, config_name)
+        try:
+            model = model_from_checkpoint(path, state).to(device)
         except (ValueError, OSError, RuntimeError) as e:
             log.error("%s: cannot be read, skipped: %s", path, e)
             records.append({"checkpoint": path.name, "step": step, "error": str(e)})
