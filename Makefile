@@ -30,12 +30,12 @@ demo: install
 	$(BIN)/hubertlab demo $(DEMO_OUT)
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
