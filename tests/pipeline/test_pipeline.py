@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import signal
 import subprocess
@@ -186,6 +187,10 @@ def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
     report = (corpus / "killed" / "report.md").read_text()
     assert "PNMI" in report and "iteration 2" in report
     assert "| MFCC + CMVN (baseline) |" in report and "| MFCC (raw) (baseline) |" in report
+    # The report opens with each iteration's best layer against MFCC + CMVN, said plainly.
+    opening = report.split("## Where it stands")[1].split("## Unit quality")[0]
+    assert "| iteration 1 |" in opening and "| iteration 2 |" in opening
+    assert re.search(r"within: (model|baseline) ahead by \d+\.\d\d", opening), opening
     assert json.loads((corpus / "killed" / "iteration1" / "abx" / "best_layer.json").read_text())
 
 

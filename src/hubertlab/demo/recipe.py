@@ -67,6 +67,11 @@ eval_abx_item = "corpus/eval/abx.item"
 [executor]
 kind = "local"
 workers = {workers}
+
+# ABX learning curves: every checkpoint of each iteration (train.run.ckpt_every) is scored
+# per layer on the evaluation corpus; the report opens with them.
+[abx]
+curves = true
 """
 
 _DATA = """

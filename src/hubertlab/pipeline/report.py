@@ -89,6 +89,40 @@ def _abx_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
     return lines
 
 
+def _standing(cfg: PipelineConfig, num_iterations: int) -> list[str]:
+    """The report's opening: each iteration's best layer against the strong baseline (MFCC +
+    CMVN), said plainly: which is ahead, by how many points, in each speaker mode."""
+    baselines = baseline_scores(cfg)
+    if not baselines:
+        return []
+    strong = baselines[0]
+    lines = [
+        f"| model | best layer | within % | across % | against {strong['name']} |",
+        "|---|---|---|---|---|",
+    ]
+    for k in range(1, num_iterations + 1):
+        report = read_json(cfg.iteration_dir(k) / "abx" / "abx.json")
+        if report is None:
+            continue
+        best = next(s for s in report["scores"] if s["layer"] == report["best"]["layer"])
+        verdicts = []
+        for mode in ("within", "across"):
+            if mode in best and mode in strong:
+                gap = best[mode]["error_percent"] - strong[mode]["error_percent"]
+                ahead = "model" if gap < 0 else "baseline"
+                verdicts.append(f"{mode}: {ahead} ahead by {abs(gap):.2f}")
+        within = best.get("within", {}).get("error_percent")
+        across = best.get("across", {}).get("error_percent")
+        lines.append(
+            f"| iteration {k} | {best['layer']} | {fmt(within)} | {fmt(across)} "
+            f"| {'; '.join(verdicts)} |"
+        )
+    within = strong.get("within", {}).get("error_percent")
+    across = strong.get("across", {}).get("error_percent")
+    lines.append(f"| {strong['name']} (baseline) | | {fmt(within)} | {fmt(across)} | |")
+    return lines
+
+
 def baseline_scores(cfg: PipelineConfig) -> list[dict[str, Any]]:
     """The baseline's ABX rows, the strong one (MFCC + CMVN) first."""
     baseline = read_json(cfg.out_dir / "baseline" / "abx.json")
@@ -211,6 +245,13 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
         f"{n} iteration(s); corpus: `{cfg.corpus.train_manifest}` (train), "
         f"`{cfg.corpus.eval_manifest}` (held-out evaluation).",
         "",
+    ]
+    standing = _standing(cfg, n)
+    if standing:
+        lines += ["## Where it stands (ABX, best layer at the end of training)", "", *standing]
+    lines += _curve_sections(cfg, n, out)
+    lines += [
+        "",
         "## Unit quality on the held-out corpus",
         "",
         *_units_table(cfg, n),
@@ -238,7 +279,6 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
             )
     if _plot_training(cfg, n, out / "training.png"):
         lines += ["", "![loss and accuracy](training.png)"]
-    lines += _curve_sections(cfg, n, out)
     lines += ["", "## Wall time of every step", "", "| step | state | seconds |", "|---|---|---|"]
     seconds = step_seconds(steps)
     for step in steps:
