@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_hours_table(path: str | Path) -> dict[str, float]:
     """CSV with columns language,hours (finite, >= 0)."""
-    from hubertlab.curate.checks import checked_float
+    from hubertlab.numbers import checked_float
 
     table = {}
     with open(path, newline="", encoding="utf-8") as f:
@@ -46,8 +46,8 @@ def read_hours_table(path: str | Path) -> dict[str, float]:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Every float flag finite and in range, before any work (the error names the flag)."""
-    from hubertlab.curate.checks import checked_float
     from hubertlab.curate.select import MIN_CHUNK_S
+    from hubertlab.numbers import checked_float
 
     checked_float(args.hours, "--hours", low=0, low_open=True)
     checked_float(args.min_density, "--min-density", low=0, high=1)

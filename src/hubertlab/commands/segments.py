@@ -16,11 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hubertlab.constants import SAMPLE_RATE
-    from hubertlab.curate.checks import checked_float
     from hubertlab.curate.policy import SegmentPolicy, apply_policy, segment_rows
     from hubertlab.curate.select import join_rows
     from hubertlab.curate.speech import read_speech
     from hubertlab.data.manifest import read_manifest, relocate, write_manifest
+    from hubertlab.numbers import checked_float
 
     for flag in ("merge_gap_seconds", "min_seconds", "max_seconds"):
         checked_float(getattr(args, flag), "--" + flag.replace("_", "-"), low=0)
