@@ -50,8 +50,10 @@ def checked_float(
     low = None if low is not None and low == -math.inf else low
     high = None if high is not None and high == math.inf else high
     if not (math.isfinite(number) and in_range(number, low, high, low_open, high_open)):
-        where = bounds_text(low, high, low_open, high_open)
-        raise ValueError(_named(name, f"must be a finite number in {where}, got {value!r}"))
+        where = "" if low is None and high is None else " in " + bounds_text(
+            low, high, low_open, high_open
+        )
+        raise ValueError(_named(name, f"must be a finite number{where}, got {value!r}"))
     return float(number)
 
 

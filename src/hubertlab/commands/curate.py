@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Float flags are checked (hubertlab.numbers) by run() before any work, exit 1.
     p.add_argument("speech", help="`hubertlab vad` folder, or a VAD JSONL (ours or UPS)")
     p.add_argument("manifest", help="the manifest the VAD ran on (recordings)")
     p.add_argument("out_dir", help="writes manifest.csv (spans), summary.json, density.png")
