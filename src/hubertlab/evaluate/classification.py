@@ -41,6 +41,27 @@ class ClassScore:
         return self.f1 is not None
 
 
+def f1_from_counts(tp: float, fp: float, fn: float) -> float | None:
+    """F1 of true positives, false positives and false negatives; None (undefined) for a
+    class with none of them: 0 / 0 is no evidence, not a perfect 1.0."""
+    if tp + fp + fn <= 0:
+        return None
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+def score_from_counts(
+    label: str, tp: float, fp: float, fn: float, *, frame_s: float = 1.0
+) -> ClassScore:
+    """A class's ClassScore from frame counts (frames of `frame_s` seconds): undefined when the
+    class is absent (no reference and no predicted frame)."""
+    f1 = f1_from_counts(tp, fp, fn)
+    if f1 is None:
+        return ClassScore(label, None, None, None, 0.0, 0.0)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return ClassScore(label, precision, recall, f1, (tp + fn) * frame_s, (tp + fp) * frame_s)
+
+
 def _annotation(turns: Sequence[Turn], label: str):
     from pyannote.core import Annotation, Segment
 

@@ -111,9 +111,22 @@ class VtcTask(FinetuneTask):
         return TaskLoss(loss_sum=loss_sum, metrics=metrics)
 
     def summarize(self, totals: dict[str, float]) -> dict[str, float]:
-        out = {}
-        for name in self.classes:
-            tp, fp, fn = (totals[f"{k}_{name}"] for k in ("tp", "fp", "fn"))
-            out[f"f1_{name}"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-        out["f1_macro"] = sum(out.values()) / len(self.classes)
+        """Frame F1 per class at 0.5 and their macro mean. An absent class (no reference and
+        no predicted frame) has no F1 (0 / 0 is not 1.0): it is left out of f1_macro and
+        logged; with every class absent there is no f1_macro."""
+        from hubertlab.evaluate.classification import macro_f1, score_from_counts
+
+        scores = [
+            score_from_counts(name, *(totals[f"{k}_{name}"] for k in ("tp", "fp", "fn")))
+            for name in self.classes
+        ]
+        out = {f"f1_{s.label}": s.f1 for s in scores if s.defined}
+        absent = [s.label for s in scores if not s.defined]
+        if absent:
+            log.info(
+                "frame F1: %s absent (no reference and no predicted frame): undefined, left "
+                "out of f1_macro", ", ".join(absent),
+            )  # fmt: skip
+        if len(absent) < len(scores):
+            out["f1_macro"] = macro_f1(scores)
         return out
