@@ -13,7 +13,7 @@ import math
 
 
 def bounds_text(low=None, high=None, low_open: bool = False, high_open: bool = False) -> str:
-    """"[0, 1)" style interval; an end None (or infinite) is written -inf / inf."""
+    """The interval as text, e.g. "[0, 1)"; an end None is written -inf / inf."""
     lo = "-inf" if low is None else f"{low:g}"
     hi = "inf" if high is None else f"{high:g}"
     return f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
@@ -50,9 +50,8 @@ def checked_float(
     low = None if low is not None and low == -math.inf else low
     high = None if high is not None and high == math.inf else high
     if not (math.isfinite(number) and in_range(number, low, high, low_open, high_open)):
-        where = "" if low is None and high is None else " in " + bounds_text(
-            low, high, low_open, high_open
-        )
+        unbounded = low is None and high is None
+        where = "" if unbounded else " in " + bounds_text(low, high, low_open, high_open)
         raise ValueError(_named(name, f"must be a finite number{where}, got {value!r}"))
     return float(number)
 
