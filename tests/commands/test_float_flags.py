@@ -40,7 +40,6 @@ CASES = [
     ("kmeans", "--max-memory-gb", "nan"),
     ("kmeans", "--tol", "nan"),
     ("manifest", "--valid-fraction", "nan"),
-    ("demo-corpus", "--minutes", "0"),
     ("demo-corpus", "--minutes", "nan"),
     ("demo-corpus", "--hours", "-1"),
     ("demo-corpus", "--recording-minutes", "inf"),
