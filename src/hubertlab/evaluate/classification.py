@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
+from hubertlab.finetune.f1 import macro_mean
 from hubertlab.finetune.rttm import Turn
 
 log = logging.getLogger(__name__)
@@ -39,27 +40,6 @@ class ClassScore:
     @property
     def defined(self) -> bool:
         return self.f1 is not None
-
-
-def f1_from_counts(tp: float, fp: float, fn: float) -> float | None:
-    """F1 of true positives, false positives and false negatives; None (undefined) for a
-    class with none of them: 0 / 0 is no evidence, not a perfect 1.0."""
-    if tp + fp + fn <= 0:
-        return None
-    return 2 * tp / (2 * tp + fp + fn)
-
-
-def score_from_counts(
-    label: str, tp: float, fp: float, fn: float, *, frame_s: float = 1.0
-) -> ClassScore:
-    """A class's ClassScore from frame counts (frames of `frame_s` seconds): undefined when the
-    class is absent (no reference and no predicted frame)."""
-    f1 = f1_from_counts(tp, fp, fn)
-    if f1 is None:
-        return ClassScore(label, None, None, None, 0.0, 0.0)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return ClassScore(label, precision, recall, f1, (tp + fn) * frame_s, (tp + fp) * frame_s)
 
 
 def _annotation(turns: Sequence[Turn], label: str):
@@ -156,12 +136,12 @@ def _warn_empty_regions(
 def macro_f1(scores: Sequence[ClassScore]) -> float:
     """Mean F1 of the classes that have a score (absent classes are left out); a set where
     every class is absent is an error, not a score."""
-    defined = [s.f1 for s in scores if s.f1 is not None]
-    if not defined:
+    mean = macro_mean(s.f1 for s in scores)
+    if mean is None:
         raise ValueError(
             "no class has reference or hypothesis speech in the scored regions: nothing to score"
         )
-    return sum(defined) / len(defined)
+    return mean
 
 
 def _percent(value: float | None) -> str:
