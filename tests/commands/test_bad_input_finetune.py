@@ -146,6 +146,26 @@ def test_vtc_training_refuses_a_row_claiming_more_audio(data, tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_ctc_predict_and_training_refuse_rows_that_contradict_the_audio(data, tmp_path, capsys):
+    """CTC used to transcribe the 1.5 s the file holds for a row claiming 3 s (exit 0)."""
+    ctc, out = str(data / "ctc" / "checkpoints" / "step_00000001.pt"), tmp_path / "out.tsv"
+    twice = _manifest(data, tmp_path, num_samples=48000)
+    _fails(capsys, ["predict", ctc, str(twice), str(out)], "m.csv: row 1 ('a')",
+           "has 24000 samples, the manifest says 48000")  # fmt: skip
+    half = _manifest(data, tmp_path, num_samples=12000)
+    _fails(capsys, ["predict", ctc, str(half), str(out)], "the manifest says 12000")
+    span = _manifest(data, tmp_path, num_samples=8000, start=20000)
+    _fails(capsys, ["predict", ctc, str(span), str(out)], "m.csv: row 1 ('a')",
+           "span [20000, 28000) runs past the end", "(24000 samples)")  # fmt: skip
+    assert not out.exists()
+    twice = _manifest(data, tmp_path, num_samples=48000)  # _manifest rewrites m.csv
+    config = _ctc_config(data, tmp_path, train_manifest=twice)
+    _fails(capsys, ["finetune", str(config)], "m.csv: row 1 ('a')", "the manifest says 48000")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    inside = _manifest(data, tmp_path, num_samples=8000, start=16000)  # a span is fine
+    assert main(["predict", ctc, str(inside), str(out)]) == 0
+
+
 # --- UEM that excludes everything ----------------------------------------------------------
 
 

@@ -70,6 +70,37 @@ def test_tune_thresholds_finds_the_separating_value(tmp_path: Path):
         load_thresholds(tmp_path / "t.json", ["C"])
 
 
+def test_a_class_absent_from_dev_keeps_the_default_threshold(caplog):
+    """No frame of B in dev: every threshold that predicts nothing scored 0 / 0 = "f1 1.0",
+    so B was "tuned" to a confident 1.0 on nothing. It keeps 0.5, f1 undefined, a warning."""
+    rng = np.random.default_rng(3)
+    targets = np.zeros((500, 2), np.float32)
+    targets[:200, 0] = 1
+    probs = np.where(targets > 0, 0.9, rng.uniform(0, 0.6, targets.shape)).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        tuned = tune_thresholds([probs], [targets], ["A", "B"])
+    assert tuned["A"] == {"threshold": 0.6, "f1": 1.0}  # the separating value nearest 0.5
+    assert tuned["B"] == {"threshold": 0.5, "f1": None}
+    assert "class B has no frame in the dev set: its threshold stays at 0.5" in caplog.text
+
+
+def test_vtc_frame_f1_leaves_absent_classes_out_of_the_macro_mean(caplog):
+    from types import SimpleNamespace
+
+    from hubertlab.tasks.vtc import VtcTask
+
+    task = VtcTask(SimpleNamespace(finetune=SimpleNamespace(classes=("A", "B", "C"))))
+    totals = {"tp_A": 5, "fp_A": 5, "fn_A": 0, "tp_B": 0, "fp_B": 0, "fn_B": 0,
+              "tp_C": 0, "fp_C": 2, "fn_C": 0}  # fmt: skip
+    with caplog.at_level("INFO"):
+        summary = task.summarize(totals)
+    # A: 10 / 15; C: predicted only, a defined 0; B: absent (was F1 1.0 lifting the mean)
+    assert summary == pytest.approx({"f1_A": 2 / 3, "f1_C": 0.0, "f1_macro": 1 / 3})
+    assert "B absent" in caplog.text
+    nothing = dict.fromkeys(totals, 0)
+    assert task.summarize(nothing) == {}  # no class to score: no f1_macro
+
+
 def test_frames_to_turns_bridges_and_drops():
     active = np.zeros((300, 2), dtype=bool)
     active[10:40, 0] = True  # 0.2 s gap after: kept apart

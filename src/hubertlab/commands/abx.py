@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.commands.args import ranged_float
 from hubertlab.constants import LABEL_RATE_HZ, MFCC_HOP, SAMPLE_RATE
 from hubertlab.evaluate.abx import SPEAKER_MODES, AbxConfig, read_item_file
 from hubertlab.evaluate.frame_checks import check_frame_shift
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--frame-shift",
-        type=float,
+        type=ranged_float(low=0, high=1, low_open=True),
         help="seconds per frame of a .npy folder (default 0.02); elsewhere the rate is known "
         "(model 0.02, MFCC 0.01, a store's store.json) and a contradicting value is an error",
     )

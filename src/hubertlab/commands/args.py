@@ -4,28 +4,16 @@ command line is parsed, so a bad flag stops the command before any work, naming 
     p.add_argument("--min-gap", type=ranged_float(low=0), default=0.1)
     p.add_argument("--overlap", type=ranged_float(low=0, high=1, high_open=True))
 
-`float("nan")` passes every comparison-based range check (nan < 0 and nan >= 0 are both
-false), and "inf" parses as a float: both are refused here."""
+They are argparse wrappers over `hubertlab.numbers` (the one range check, which curation and
+file readers call directly): its ValueError becomes argparse's `argument --flag: ...` (exit 2).
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 
-
-def _bounds(low, high, low_open: bool, high_open: bool) -> str:
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
-    lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
-    return f"{left}{lo}, {hi}{right}"
-
-
-def _in_range(value, low, high, low_open: bool, high_open: bool) -> bool:
-    if low is not None and (value < low or (low_open and value == low)):
-        return False
-    return high is None or not (value > high or (high_open and value == high))
+from hubertlab.numbers import checked_float, checked_int
 
 
 def ranged_float(
@@ -37,18 +25,13 @@ def ranged_float(
 ) -> Callable[[str], float]:
     """An argparse `type`: a finite float in [low, high] (an end None: unbounded; *_open:
     that end excluded). argparse reports a refusal as `argument --flag: ...` (exit 2)."""
-    where = _bounds(low, high, low_open, high_open)
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if not _in_range(value, low, high, low_open, high_open):
-            raise argparse.ArgumentTypeError(f"must be in {where}, got {text!r}")
-        return value
+            return checked_float(text, "", low=low, high=high, low_open=low_open,
+                                 high_open=high_open)  # fmt: skip
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     parse.__name__ = "float"  # argparse names the type in some messages
     return parse
@@ -56,16 +39,12 @@ def ranged_float(
 
 def ranged_int(*, low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """An argparse `type`: an integer in [low, high] (an end None: unbounded)."""
-    where = _bounds(low, high, False, False)
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if not _in_range(value, low, high, False, False):
-            raise argparse.ArgumentTypeError(f"must be in {where}, got {text!r}")
-        return value
+            return checked_int(text, "", low=low, high=high)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     parse.__name__ = "int"
     return parse

@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Float flags are checked (hubertlab.numbers) by run() before any work, exit 1.
     p.add_argument("speech", help="`hubertlab vad` folder, or a VAD JSONL (ours or UPS)")
     p.add_argument("manifest", help="the manifest the VAD ran on (recordings)")
     p.add_argument("out_dir", help="writes manifest.csv (spans), summary.json, density.png")
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_hours_table(path: str | Path) -> dict[str, float]:
     """CSV with columns language,hours (finite, >= 0)."""
-    from hubertlab.curate.checks import checked_float
+    from hubertlab.numbers import checked_float
 
     table = {}
     with open(path, newline="", encoding="utf-8") as f:
@@ -46,8 +47,8 @@ def read_hours_table(path: str | Path) -> dict[str, float]:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Every float flag finite and in range, before any work (the error names the flag)."""
-    from hubertlab.curate.checks import checked_float
     from hubertlab.curate.select import MIN_CHUNK_S
+    from hubertlab.numbers import checked_float
 
     checked_float(args.hours, "--hours", low=0, low_open=True)
     checked_float(args.min_density, "--min-density", low=0, high=1)

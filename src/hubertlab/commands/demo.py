@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.commands.args import ranged_float
 from hubertlab.demo.finetune import FinetuneDemoSettings, run_finetune_demo
 from hubertlab.demo.recipe import MODEL_CHOICES, DemoSettings, check_model, run_demo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    positive = ranged_float(low=0, low_open=True)
     d = DemoSettings()
     p.add_argument("out", nargs="?", default="demo", help="output folder (default: demo)")
-    p.add_argument("--train-minutes", type=float, default=d.train_minutes)
-    p.add_argument("--eval-minutes", type=float, default=d.eval_minutes)
+    p.add_argument("--train-minutes", type=positive, default=d.train_minutes)
+    p.add_argument("--eval-minutes", type=positive, default=d.eval_minutes)
     p.add_argument("--speakers", type=int, default=d.speakers)
     p.add_argument("--steps", type=int, default=d.train_steps, help="iteration 1 training steps")
     p.add_argument(
@@ -40,10 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "and an MFCC baseline; writes OUT/finetune/report.md",
     )
     p.add_argument(
-        "--vtc-minutes", type=float, default=f.vtc_minutes, help="VTC training + dev minutes (3:1)"
+        "--vtc-minutes", type=positive, default=f.vtc_minutes, help="VTC train + dev minutes (3:1)"
     )
     p.add_argument(
-        "--vtc-test-minutes", type=float, default=f.vtc_test_minutes, help="VTC test minutes"
+        "--vtc-test-minutes", type=positive, default=f.vtc_test_minutes, help="VTC test minutes"
     )
     p.add_argument(
         "--vtc-speakers", type=int, default=f.vtc_speakers, help="VTC speakers per class and split"

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.commands.args import ranged_float
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    positive = ranged_float(low=0, low_open=True)
     parser.add_argument(
         "out", help="output folder (wav/, manifest.csv, phones.jsonl, abx.item, transcripts.tsv)"
     )
-    parser.add_argument("--minutes", type=float, default=1.0, help="total audio (default 1)")
+    # Finite here; > 0 is the corpus configs' check (exit 1, as tests/demo/test_corpus.py has it).
+    parser.add_argument(
+        "--minutes", type=ranged_float(), default=1.0, help="total audio (default 1)"
+    )
     parser.add_argument("--speakers", type=int, default=8, help="number of speakers (default 8)")
     parser.add_argument(
         "--languages",
@@ -39,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="long recordings (speech islands, silences, noise) with true speech segments",
     )  # fmt: skip
     parser.add_argument(
-        "--hours", type=float, default=0.1, help="--long-form: total audio (default 0.1)"
+        "--hours", type=positive, default=0.1, help="--long-form: total audio (default 0.1)"
     )
     parser.add_argument(
-        "--recording-minutes", type=float,
+        "--recording-minutes", type=positive,
         help="--vtc (default 3) or --long-form (default 10): length of each recording",
     )  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.commands.args import ranged_float
 from hubertlab.features.store import DTYPES, FeatureStore, extract_features_to_store
 
 
@@ -26,8 +27,11 @@ def add_extractor_arguments(p: argparse.ArgumentParser, *, kind_required: bool) 
     )  # fmt: skip
     p.add_argument("--device", help="torch device for layer features (default: cuda if any)")
     p.add_argument("--bf16", action="store_true", help="layer features under bf16 autocast")
-    p.add_argument("--chunk-seconds", type=float, default=30.0, help="long files in chunks")
-    p.add_argument("--context-seconds", type=float, default=2.0, help="context at chunk borders")
+    seconds = ranged_float(low=0, low_open=True)
+    p.add_argument("--chunk-seconds", type=seconds, default=30.0, help="long files in chunks")
+    p.add_argument(
+        "--context-seconds", type=ranged_float(low=0), default=2.0, help="context at chunk borders"
+    )
     p.add_argument(
         "--threads", type=int,
         help="torch intra-op threads (1 is fastest for MFCC when other jobs load the CPU)",

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.commands.args import ranged_float
 from hubertlab.units.kmeans import fit_kmeans
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Finite here (NaN passes fit_kmeans's comparisons); fit_kmeans refuses the out-of-range.
+    finite = ranged_float()
     p.add_argument("store", help="feature store folder (from `hubertlab features`)")
     p.add_argument("out", help="folder for centroids.npy + kmeans.json")
     p.add_argument("--k", type=int, default=100, help="number of clusters")
-    p.add_argument("--fraction", type=float, default=0.1, help="share of utterances to fit on")
+    p.add_argument("--fraction", type=finite, default=0.1, help="share of utterances to fit on")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-memory-gb", type=float, default=1.0, help="bound on the fit buffer")
+    p.add_argument("--max-memory-gb", type=finite, default=1.0, help="bound on the fit buffer")
     p.add_argument("--max-frames", type=int, help="at most this many frames in the fit")
     p.add_argument("--max-iter", type=int, default=100, help="Lloyd iterations at most")
-    p.add_argument("--tol", type=float, default=1e-3, help="stop below this relative gain")
+    p.add_argument("--tol", type=finite, default=1e-3, help="stop below this relative gain")
     p.add_argument("--device", help="cpu (faiss) or a torch device (default: cuda if any)")
 
 

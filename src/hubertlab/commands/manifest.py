@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.commands.args import ranged_float
 from hubertlab.data.build import build_manifest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="folder of audio (scanned recursively) or an uncompressed .tar")
     p.add_argument("out", help="manifest to write: .csv, .tsv (fairseq) or .jsonl")
-    p.add_argument("--valid-fraction", type=float, help="also write OUT.train / OUT.valid")
+    p.add_argument(
+        "--valid-fraction", type=ranged_float(),  # (0, 1): checked by build_manifest (exit 1)
+        help="also write OUT.train / OUT.valid",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
     p.add_argument(
         "--speaker-level",

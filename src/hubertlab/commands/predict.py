@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _thresholds(args: argparse.Namespace, classes: tuple[str, ...]):
     import numpy as np
 
-    from hubertlab.finetune.postprocess import load_thresholds
+    from hubertlab.finetune.postprocess import DEFAULT_THRESHOLD, load_thresholds
     from hubertlab.train.finetune_run import THRESHOLDS_FILE
 
     path = Path(args.thresholds) if args.thresholds else None
@@ -53,8 +53,8 @@ def _thresholds(args: argparse.Namespace, classes: tuple[str, ...]):
         beside = Path(args.checkpoint).resolve().parent.parent / THRESHOLDS_FILE
         path = beside if beside.is_file() else None
     if path is None:
-        log.warning("no thresholds file: 0.5 for every class")
-        return np.full(len(classes), 0.5, dtype=np.float32)
+        log.warning("no thresholds file: %g for every class", DEFAULT_THRESHOLD)
+        return np.full(len(classes), DEFAULT_THRESHOLD, dtype=np.float32)
     log.info("thresholds from %s", path)
     return load_thresholds(path, classes)
 

@@ -6,6 +6,7 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Float flags are checked (hubertlab.numbers) by run() before any work, exit 1.
     p.add_argument("speech", help="`hubertlab vad` folder, or a VAD JSONL (ours or UPS)")
     p.add_argument("manifest", help="the manifest the VAD ran on (recordings)")
     p.add_argument("out", help="span manifest to write (.csv or .jsonl)")
@@ -16,11 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hubertlab.constants import SAMPLE_RATE
-    from hubertlab.curate.checks import checked_float
     from hubertlab.curate.policy import SegmentPolicy, apply_policy, segment_rows
     from hubertlab.curate.select import join_rows
     from hubertlab.curate.speech import read_speech
     from hubertlab.data.manifest import read_manifest, relocate, write_manifest
+    from hubertlab.numbers import checked_float
 
     for flag in ("merge_gap_seconds", "min_seconds", "max_seconds"):
         checked_float(getattr(args, flag), "--" + flag.replace("_", "-"), low=0)

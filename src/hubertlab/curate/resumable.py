@@ -46,8 +46,14 @@ class JsonlShardWriter:
             return [json.loads(line) for line in f]
 
     def append(self, obj: dict) -> None:
-        """Write and commit one line (fsynced before the progress is recorded)."""
-        self.appender.append({".jsonl": (json.dumps(obj) + "\n").encode()})
+        """Write and commit one line (fsynced before the progress is recorded). NaN and
+        infinities are refused (json.dumps would write `NaN`, which is not JSON)."""
+        try:
+            line = json.dumps(obj, allow_nan=False)
+        except ValueError as e:
+            row = f" ({obj['fileid']!r})" if isinstance(obj.get("fileid"), str) else ""
+            raise ValueError(f"{self.path}: line {self.lines + 1}{row}: {e}: {obj}") from None
+        self.appender.append({".jsonl": (line + "\n").encode()})
         self.appender.commit()
 
     def finish(self) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hubertlab.data.audio import AudioError, read_audio
+from hubertlab.data.audio import AudioError, AudioInfo, audio_info, read_audio
 from hubertlab.fileio import atomic_open, read_jsonl
 
 CSV_COLUMNS = ("fileid", "path", "num_samples")
@@ -63,6 +63,34 @@ class ManifestRow:
             if self.start is None:
                 raise
             raise AudioError(f"row {self.fileid!r}: {e}") from None
+
+
+def check_row_audio(row: ManifestRow, root: str | Path, where: str) -> AudioInfo:
+    """The header of a row's audio (file or tar member), checked against the row without
+    decoding: a whole file must hold exactly num_samples samples at 16 kHz (after resampling),
+    a span must lie inside it. A row that claims more audio than the file holds would be
+    padded or skipped; one that claims less leaves the rest out. Errors start with `where`
+    (e.g. "m.csv: row 3 ('a')")."""
+    info = audio_info(row.audio_path(root), byte_offset=row.byte_offset,
+                      byte_size=row.byte_size)  # fmt: skip
+    name = row.audio_path(root) if row.archive is None else f"{row.archive}:{row.path}"
+    if row.start is None and info.num_samples != row.num_samples:
+        raise ValueError(
+            f"{where}: audio {name} has {info.num_samples} samples, the manifest says "
+            f"{row.num_samples}; rebuild the manifest"
+        )
+    if row.start is not None and row.start + row.num_samples > info.num_samples:
+        raise ValueError(
+            f"{where}: span [{row.start}, {row.start + row.num_samples}) runs past the end of "
+            f"{name} ({info.num_samples} samples); rebuild the manifest"
+        )
+    return info
+
+
+def check_manifest_audio(manifest: Manifest) -> None:
+    """check_row_audio for every row, each named "<manifest>: row <n> ('<fileid>')"."""
+    for number, row in enumerate(manifest, 1):
+        check_row_audio(row, manifest.root, f"{manifest.source}: row {number} ({row.fileid!r})")
 
 
 class Manifest(Sequence[ManifestRow]):

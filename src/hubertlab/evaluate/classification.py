@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
+from hubertlab.finetune.f1 import macro_mean
 from hubertlab.finetune.rttm import Turn
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,12 @@ def _warn_empty_regions(
 def macro_f1(scores: Sequence[ClassScore]) -> float:
     """Mean F1 of the classes that have a score (absent classes are left out); a set where
     every class is absent is an error, not a score."""
-    defined = [s.f1 for s in scores if s.f1 is not None]
-    if not defined:
+    mean = macro_mean(s.f1 for s in scores)
+    if mean is None:
         raise ValueError(
             "no class has reference or hypothesis speech in the scored regions: nothing to score"
         )
-    return sum(defined) / len(defined)
+    return mean
 
 
 def _percent(value: float | None) -> str:

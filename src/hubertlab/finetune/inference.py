@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE, num_frames
-from hubertlab.data.manifest import Manifest
+from hubertlab.data.manifest import Manifest, check_manifest_audio
 from hubertlab.finetune.postprocess import average_windows, decode_recording, tune_thresholds
 from hubertlab.finetune.rttm import Turn
 from hubertlab.finetune.text import CharVocab, greedy_ctc_texts
@@ -111,7 +111,9 @@ def transcribe(
     model: torch.nn.Module, manifest: Manifest, vocab: CharVocab, *, batch_seconds: float = 60.0
 ) -> dict[str, str]:
     """fileid -> greedy CTC text for every row of `manifest` (whole utterances, padded in
-    batches of similar length)."""
+    batches of similar length). Rows are checked against their audio first (a row that
+    contradicts its file is an error naming the manifest row, before any decoding)."""
+    check_manifest_audio(manifest)
     model.eval()
     device = next(model.parameters()).device
     # Files shorter than one frame (25 ms) have nothing to decode.

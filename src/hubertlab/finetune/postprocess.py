@@ -6,6 +6,7 @@ into turns with short gaps bridged and short turns dropped (segma / VTC 2.x infe
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +15,14 @@ import numpy as np
 from hubertlab import constants
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE
 from hubertlab.fileio import atomic_write_json
+from hubertlab.finetune.f1 import f1_from_counts
 from hubertlab.finetune.rttm import Turn
 
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+"""A class's threshold when there is none tuned (predict without thresholds.json, or a class
+absent from the dev set)."""
 DEFAULT_GRID = tuple(round(x, 2) for x in np.arange(0.05, 0.96, 0.05))
 HOP_S = FRAME_HOP / SAMPLE_RATE
 
@@ -48,12 +55,9 @@ def average_windows(
     return (total / count[:, None]).astype(np.float32)
 
 
-def _f1(active: np.ndarray, target: np.ndarray) -> float:
+def _f1(active: np.ndarray, target: np.ndarray) -> float | None:
     tp = float(np.sum(active & target))
-    predicted, relevant = float(np.sum(active)), float(np.sum(target))
-    if predicted + relevant == 0:
-        return 1.0
-    return 2 * tp / (predicted + relevant)
+    return f1_from_counts(tp, float(np.sum(active)) - tp, float(np.sum(target)) - tp)
 
 
 def tune_thresholds(
@@ -65,7 +69,9 @@ def tune_thresholds(
     grid: Sequence[float] = DEFAULT_GRID,
 ) -> dict[str, dict[str, float]]:
     """Per class, the threshold of `grid` with the best frame F1 over all dev files pooled
-    ({"KCHI": {"threshold", "f1"}, ...}); ties go to the threshold nearest 0.5."""
+    ({"KCHI": {"threshold", "f1"}, ...}); ties go to the threshold nearest 0.5. A class with
+    no dev frame keeps DEFAULT_THRESHOLD with f1 None and a warning: its F1 is 0 / 0 at a
+    threshold that predicts nothing, which is no evidence for any threshold."""
     keep = [None] * len(probs) if ignore is None else [~m for m in ignore]
     p = np.concatenate([x if k is None else x[k] for x, k in zip(probs, keep, strict=True)])
     t = np.concatenate([x if k is None else x[k] for x, k in zip(targets, keep, strict=True)])
@@ -79,6 +85,13 @@ def tune_thresholds(
     order = sorted(grid, key=lambda g: abs(g - 0.5))
     for c, name in enumerate(classes):
         target = t[:, c] > 0.5
+        if not target.any():
+            log.warning(
+                "class %s has no frame in the dev set: its threshold stays at %g (not tuned; "
+                "its F1 is undefined)", name, DEFAULT_THRESHOLD,
+            )  # fmt: skip
+            result[name] = {"threshold": DEFAULT_THRESHOLD, "f1": None}
+            continue
         scores = {g: _f1(p[:, c] >= g, target) for g in order}
         best = max(order, key=lambda g: scores[g])  # max keeps the first (nearest 0.5) on ties
         result[name] = {"threshold": float(best), "f1": scores[best]}

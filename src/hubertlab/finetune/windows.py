@@ -17,8 +17,8 @@ import soundfile as sf
 import torch
 
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE, num_frames
-from hubertlab.data.audio import audio_info, standardize_waveform
-from hubertlab.data.manifest import ManifestRow, read_manifest
+from hubertlab.data.audio import standardize_waveform
+from hubertlab.data.manifest import ManifestRow, check_row_audio, read_manifest
 from hubertlab.finetune.rttm import VTC_CLASSES, Turn
 from hubertlab.finetune.targets import frame_targets, ignore_mask
 
@@ -97,14 +97,9 @@ def check_recording_row(row: ManifestRow, root: Path, where: str) -> Path:
             "recordings: list the files themselves"
         )
     path = row.audio_path(root)
-    info = audio_info(path)  # AudioError names the file
+    info = check_row_audio(row, root, where)  # AudioError names the file
     if info.sample_rate != SAMPLE_RATE:
         raise ValueError(f"{where}: {path} is {info.sample_rate} Hz, windows need 16 kHz audio")
-    if info.num_frames != row.num_samples:
-        raise ValueError(
-            f"{where}: audio {path} has {info.num_frames} samples, the manifest says "
-            f"{row.num_samples}; rebuild the manifest"
-        )
     if row.num_samples < RECEPTIVE_FIELD:
         raise ValueError(
             f"{where}: too short: {row.num_samples} samples, one frame needs "

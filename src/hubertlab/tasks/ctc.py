@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hubertlab.data.dataset import Batch
-from hubertlab.data.manifest import read_manifest
+from hubertlab.data.manifest import check_manifest_audio, read_manifest
 from hubertlab.finetune.batches import (
     UtteranceDataset,
     UtteranceValidBatches,
@@ -76,6 +76,8 @@ class CtcTask(FinetuneTask):
 
     def _dataset(self, manifest: Path, transcripts: Path) -> UtteranceDataset:
         rows = read_manifest(manifest)
+        # Before training: a row that contradicts its audio would be skipped at every epoch.
+        check_manifest_audio(rows)
         ids = utterance_ids(rows, read_transcripts(transcripts), self.vocab, transcripts)
         max_samples = round(self.cfg.data.max_utterance_seconds * 16000)
         return UtteranceDataset(rows, ids, max_samples)

@@ -14,6 +14,7 @@ from torch import nn
 
 from hubertlab.data.dataset import Batch
 from hubertlab.finetune.batches import WindowBatches, WindowValidBatches
+from hubertlab.finetune.f1 import f1_from_counts, macro_mean
 from hubertlab.finetune.rttm import read_rttm_files, read_uem
 from hubertlab.finetune.windows import Recording, WindowDataset, load_recordings
 from hubertlab.tasks.base import TaskLoss
@@ -111,9 +112,21 @@ class VtcTask(FinetuneTask):
         return TaskLoss(loss_sum=loss_sum, metrics=metrics)
 
     def summarize(self, totals: dict[str, float]) -> dict[str, float]:
-        out = {}
-        for name in self.classes:
-            tp, fp, fn = (totals[f"{k}_{name}"] for k in ("tp", "fp", "fn"))
-            out[f"f1_{name}"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-        out["f1_macro"] = sum(out.values()) / len(self.classes)
+        """Frame F1 per class at 0.5 and their macro mean. An absent class (no reference and
+        no predicted frame) has no F1 (0 / 0 is not 1.0): it is left out of f1_macro and
+        logged; with every class absent there is no f1_macro."""
+        f1s = {
+            name: f1_from_counts(*(totals[f"{k}_{name}"] for k in ("tp", "fp", "fn")))
+            for name in self.classes
+        }
+        out = {f"f1_{name}": f1 for name, f1 in f1s.items() if f1 is not None}
+        absent = [name for name, f1 in f1s.items() if f1 is None]
+        if absent:
+            log.info(
+                "frame F1: %s absent (no reference and no predicted frame): undefined, left "
+                "out of f1_macro", ", ".join(absent),
+            )  # fmt: skip
+        mean = macro_mean(f1s.values())
+        if mean is not None:
+            out["f1_macro"] = mean
         return out
