@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
-import zlib
 import os
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
