@@ -65,7 +65,8 @@ def variant_config(demo: Path, variant: str, seed: int, steps: int | None) -> Pa
         text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {toml_value(value)}", text)
         if count != 1:
             raise ValueError(f"pipeline-{kind}.toml: no single [train.optim] {key} to change")
-    text += "\n[abx]\ncurves = true\n"
+    if not re.search(r"(?m)^curves = true$", text):  # the demo's templates already ask
+        text += "\n[abx]\ncurves = true\n"
     config = demo / f"{name}.toml"
     config.write_text(text)
     return config
