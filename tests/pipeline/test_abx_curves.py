@@ -13,10 +13,9 @@ import pytest
 from hubertlab.demo.recipe import build_corpora
 from hubertlab.evaluate import abx_curves
 from hubertlab.pipeline import report as report_module
-from hubertlab.pipeline.config import load_pipeline_config
-from hubertlab.pipeline.fingerprint import step_fingerprints
+from hubertlab.pipeline.config import load_pipeline_config, train_config
 from hubertlab.pipeline.run import pipeline_status, run_pipeline
-from hubertlab.pipeline.steps import build_steps, train_config
+from hubertlab.pipeline.steps import build_steps
 from tests.pipeline.test_pipeline import CONFIG, SMALL_MODEL
 
 ONE_ITERATION = (
@@ -49,7 +48,7 @@ def test_curves_setting_keeps_checkpoints_and_redoes_nothing(tmp_path):
     assert "iteration1/abx-curve" in [s.name for s in build_steps(on)]
     assert "iteration1/abx-curve" not in [s.name for s in build_steps(off)]
     # Turning the curves on for a finished run makes no finished step stale.
-    fp_on, fp_off = step_fingerprints(on), step_fingerprints(off)
+    fp_on, fp_off = ({s.name: s.fingerprint for s in build_steps(c)} for c in (on, off))
     assert all(fp_on[name] == fp_off[name] for name in (s.name for s in build_steps(off)))
 
 

@@ -196,7 +196,7 @@ def test_killed_pipeline_ends_like_an_uninterrupted_one(corpus):
 
 def test_demo_writes_a_config_that_loads(tmp_path):
     from hubertlab.demo.recipe import DemoSettings, prepare_demo
-    from hubertlab.pipeline.steps import train_config
+    from hubertlab.pipeline.config import train_config
 
     settings = DemoSettings(
         train_minutes=0.3,

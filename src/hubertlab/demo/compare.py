@@ -9,9 +9,14 @@ from typing import Any
 
 from hubertlab.demo.recipe import MODEL_NAMES
 from hubertlab.fileio import atomic_write_json, atomic_write_text
-from hubertlab.pipeline.config import PipelineConfig, load_pipeline_config
+from hubertlab.pipeline.config import (
+    PipelineConfig,
+    load_pipeline_config,
+    predicts_units,
+    train_config,
+)
 from hubertlab.pipeline.report import baseline_scores, fmt, read_json, step_seconds
-from hubertlab.pipeline.steps import build_steps, predicts_units, train_config
+from hubertlab.pipeline.steps import build_steps
 from hubertlab.train.metrics import read_metrics
 
 CAPTION = """\

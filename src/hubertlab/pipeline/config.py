@@ -1,5 +1,6 @@
 """The pipeline config: the corpus, the iterations, the training settings they share, and where
-the work runs. Relative paths are taken relative to the config file's folder."""
+the work runs. Relative paths are taken relative to the config file's folder. Each
+iteration's TrainConfig (`train_config`) is built here too, so a bad key fails on load."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from typing import Any, Literal
 
 from hubertlab.config import ConfigError, from_dict, read_toml
 from hubertlab.pipeline.executor import ExecutorConfig
+from hubertlab.train.config import RunSection, TrainConfig, train_config_from_dict
+from hubertlab.units.assign import UNITS_NAME
+
+# Keys of [train.data] the pipeline fills in itself.
+PIPELINE_DATA_KEYS = ("train_manifest", "train_units", "num_units", "valid_manifest", "valid_units")
 
 
 @dataclass(frozen=True)
@@ -135,11 +141,62 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         if isinstance(it, dict):
             _resolve(it, base, ("checkpoint",))
     cfg = from_dict(PipelineConfig, data, where=str(path))
-    from hubertlab.pipeline.steps import train_config
-
     for k in range(1, len(cfg.iterations) + 1):
         try:
             train_config(cfg, k)
         except ConfigError as e:
             raise ConfigError(f"{path}: iteration {k}: {e}") from None
     return cfg
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def train_tables(cfg: PipelineConfig, k: int) -> dict[str, Any]:
+    """The [train] tables of iteration k: the shared ones with the iteration's overrides."""
+    return _merge(cfg.train, cfg.iterations[k - 1].train)
+
+
+def predicts_units(cfg: PipelineConfig, k: int) -> bool:
+    """Whether iteration k's objective trains on units (HuBERT) or needs none (SpidR,
+    DinoSR: self-distillation, so the iteration has no features/k-means/units steps)."""
+    return (train_tables(cfg, k).get("model") or {}).get("kind", "hubert") == "hubert"
+
+
+def train_config(cfg: PipelineConfig, k: int) -> TrainConfig:
+    """The TrainConfig of iteration k: [train] + the iteration's overrides + the paths."""
+    it = cfg.iterations[k - 1]
+    tables = train_tables(cfg, k)
+    data = tables.setdefault("data", {})
+    taken = [key for key in PIPELINE_DATA_KEYS if key in data]
+    if taken:
+        raise ConfigError(f"train.data.{taken[0]}: set by the pipeline, leave it out")
+    data.update(
+        train_manifest=str(cfg.corpus.train_manifest),
+        valid_manifest=str(cfg.corpus.valid_manifest),
+    )
+    if predicts_units(cfg, k):
+        units = cfg.iteration_dir(k) / "units"
+        data.update(
+            train_units=[str(units / "train" / UNITS_NAME)],
+            num_units=[it.num_units],
+            valid_units=[str(units / "valid" / UNITS_NAME)],
+        )
+    run = tables.setdefault("run", {})
+    run["out_dir"] = str(cfg.iteration_dir(k) / "train")
+    if cfg.abx.curves:  # the curves' points: every checkpoint unless told otherwise
+        run.setdefault("keep_every", run.get("ckpt_every", RunSection.ckpt_every))
+    run.setdefault("seed", cfg.seed)
+    if it.init == "previous":
+        model = tables.setdefault("model", {})
+        model["from_pretrained"] = str(cfg.iteration_dir(k - 1) / "model")
+        if predicts_units(cfg, k):
+            model["new_head"] = True  # the new iteration's units are new clusters
+    return train_config_from_dict(tables, where="train")

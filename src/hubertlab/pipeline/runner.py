@@ -10,7 +10,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +30,10 @@ class Step:
     out_dir: Path
     run: Callable[[], dict[str, Any] | None]  # returns a summary kept in DONE.json
     description: str = ""
-    # Everything the step's result depends on (JSON-able); recorded in DONE.json.
+    # What the result depends on, declared where the step is built: config values, input files
+    # and the inputs of the steps it reads (hubertlab.pipeline.fingerprint's InputFile, Upstream).
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    # `inputs` hashed (JSON-able); recorded in DONE.json.
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
