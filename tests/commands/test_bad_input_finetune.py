@@ -22,7 +22,8 @@ from hubertlab.data.manifest import ManifestRow, write_manifest
 from hubertlab.finetune.models import FinetuneModelConfig, build_finetune_model
 from hubertlab.finetune.rttm import VTC_CLASSES
 from hubertlab.finetune.text import SPECIAL_TOKENS
-from hubertlab.models.checkpoint import CheckpointError, from_pretrained
+from hubertlab.models.checkpoint import from_pretrained
+from hubertlab.models.safe_load import CheckpointError
 from hubertlab.train import checkpoint as ckpt
 from tests.finetune.test_models import BACKBONE
 from tests.finetune_fixtures import write_toml

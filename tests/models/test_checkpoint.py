@@ -11,15 +11,14 @@ import torch
 
 from hubertlab.models import convert
 from hubertlab.models.checkpoint import (
-    CheckpointError,
     export_transformers,
     from_pretrained,
-    safe_load,
     save_pretrained,
     training_checkpoint,
 )
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.hubert import HubertModel
+from hubertlab.models.safe_load import CheckpointError, safe_load
 
 transformers = pytest.importorskip("transformers")
 

@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 
-from hubertlab.models.checkpoint import CheckpointError, safe_load
+from hubertlab.models.safe_load import CheckpointError, safe_load
 
 
 @pytest.fixture

@@ -4,18 +4,14 @@ Our pretrained dir: model.safetensors + config.json ({"format": "hubertlab", "mo
 Our training checkpoint: torch.save({"model": state_dict, "model_config": to_dict(cfg), ...}).
 Also read: transformers HubertModel dirs, torchaudio state dicts, fairseq checkpoints.
 
-Pickles are never loaded with plain pickle: torch's weights-only unpickler runs with a small
-allow-list (argparse.Namespace for fairseq `args`, inert stand-ins for omegaconf/fairseq config
-classes); anything else (os.system, eval, ...) is refused with an error naming the class.
+Pickles are read through hubertlab.models.safe_load (never plain pickle). `from_pretrained`
+also reads SpidR/DinoSR models, through hubertlab.models.spidr_io.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,102 +20,16 @@ from safetensors.torch import load_file, save_file
 
 from hubertlab.config import to_dict
 from hubertlab.fileio import atomic_write_json, give_umask_permissions
-from hubertlab.models import convert
+from hubertlab.models import convert, spidr_io
 from hubertlab.models.config import HubertConfig, replace_fields
-from hubertlab.models.hubert import HubertModel
+from hubertlab.models.hubert import HEAD_PREFIXES, HubertModel
+from hubertlab.models.safe_load import CheckpointError, plain, safe_load
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-HEAD_PREFIXES = ("final_proj.", "unit_embeddings.")
 FINETUNE_KINDS = ("vtc", "ctc")  # model_kind of a fine-tuning checkpoint (encoder + head)
-# Config objects fairseq pickles; replaced by inert _ConfigStub instances when loading.
-_STUB_MODULES = ("omegaconf.", "fairseq.", "typing.", "enum.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read (unknown layout, unsafe pickle, mismatched keys)."""
-
-
-class _ConfigStub:
-    """Stands in for omegaconf/fairseq config classes: records its state, runs nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args, self.state = args, kwargs
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def to_python(self) -> Any:
-        """Best-effort plain value of an omegaconf node/container."""
-        state = self.state
-        if isinstance(state, dict) and "_content" in state:
-            return _plain(state["_content"])
-        if isinstance(state, dict) and "_val" in state:
-            return _plain(state["_val"])
-        return _plain(self.args[0]) if self.args else None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, _ConfigStub):
-        return value.to_python()
-    if isinstance(value, argparse.Namespace):
-        return {k: _plain(v) for k, v in vars(value).items()}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def safe_load(path: str | Path) -> Any:
-    """torch.load with weights_only=True, plus argparse.Namespace and inert stand-ins for
-    omegaconf/fairseq config classes. Any other global is refused with CheckpointError, and so
-    is a truncated or corrupt file; every message names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    allowed: list[Any] = [argparse.Namespace]
-    for _ in range(200):  # each round allows one more config class name
-        try:
-            with torch.serialization.safe_globals(allowed):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            name = _refused_global(e)
-            if name is None:
-                raise _unreadable(path, _unpickler_detail(e)) from None
-            if not name.startswith(_STUB_MODULES):
-                raise CheckpointError(
-                    f"{path}: refusing to unpickle {name}: not on the allow-list "
-                    "of classes a checkpoint may contain (loading it could run code)"
-                ) from None
-            stub = type(name.rsplit(".", 1)[-1], (_ConfigStub,), {})
-            allowed.append((stub, name))
-        except Exception as e:  # a damaged file makes torch raise anything, OSError to KeyError
-            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            raise _unreadable(path, detail) from e
-    raise CheckpointError(f"{path}: too many config classes in the pickle")
-
-
-def _refused_global(error: pickle.UnpicklingError) -> str | None:
-    """The class torch's weights-only unpickler refused, if that is why it stopped."""
-    m = re.search(r"GLOBAL ([\w.]+)", str(error))
-    return m[1] if m else None
-
-
-def _unpickler_detail(error: pickle.UnpicklingError) -> str:
-    """torch's reason without its advice to retry with weights_only=False, which would let
-    the file run code."""
-    m = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", str(error))
-    return m[1] if m else str(error).splitlines()[0]
-
-
-def _unreadable(path: Path, detail: str) -> CheckpointError:
-    return CheckpointError(
-        f"{path}: cannot be read as a PyTorch checkpoint ({detail}); the file is truncated or "
-        "corrupt (copy it again), or holds objects a weights-only checkpoint cannot contain"
-    )
 
 
 def save_pretrained(model: torch.nn.Module, out_dir: str | Path) -> Path:
@@ -155,8 +65,6 @@ def from_pretrained(
 
     SpidR/DinoSR (our dirs and checkpoints, the spidr package's files) load as a whole
     DistillModel (teacher and codebooks included; `keep_head` does not apply)."""
-    from hubertlab.models import spidr_io
-
     # A checkpoint file is read once (a fairseq base .pt is ~1 GB): the kind test and the
     # reader share it.
     file = Path(path)
@@ -279,9 +187,9 @@ def _read_dir(path: Path) -> tuple[HubertConfig, dict[str, torch.Tensor]]:
 def _read_fairseq(
     path: Path, obj: dict[str, Any], num_units: tuple[int, ...] | None
 ) -> tuple[HubertConfig, dict[str, torch.Tensor]]:
-    args = _plain(obj.get("args")) or {}
+    args = plain(obj.get("args")) or {}
     if not args and obj.get("cfg") is not None:
-        args = (_plain(obj["cfg"]) or {}).get("model") or {}
+        args = (plain(obj["cfg"]) or {}).get("model") or {}
     if not isinstance(args, dict):
         args = {}
     fields = convert.fairseq_config_fields(args)

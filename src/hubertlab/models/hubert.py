@@ -14,6 +14,9 @@ from hubertlab.models.backbone import Backbone, init_bert_params
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.linear import Linear
 
+# The masked-prediction head's weights: a pretrained model's backbone is read without them.
+HEAD_PREFIXES = ("final_proj.", "unit_embeddings.")
+
 
 @dataclass
 class HubertOutput:

@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 
 from hubertlab.config import to_dict
 from hubertlab.fileio import atomic_write_json
+from hubertlab.models.config import replace_fields
+from hubertlab.models.safe_load import CheckpointError, safe_load
 from hubertlab.models.spidr import DistillModel
 from hubertlab.models.spidr_config import DistillConfig
 from hubertlab.models.spidr_keys import (
@@ -47,13 +49,7 @@ def distill_kind(path: str | Path, *, loaded: Any = None) -> str | None:
         return kind if kind in KINDS else None
     if not path.is_file():
         return None
-    return _kind_of_object(_load(path) if loaded is None else loaded, path, None)
-
-
-def _load(path: Path) -> Any:
-    from hubertlab.models.checkpoint import safe_load
-
-    return safe_load(path)
+    return _kind_of_object(safe_load(path) if loaded is None else loaded, path, None)
 
 
 def _kind_of_object(obj: Any, path: Path, kind: str | None) -> str | None:
@@ -72,8 +68,6 @@ def read_distill_checkpoint(
 ) -> tuple[DistillConfig, dict[str, torch.Tensor]]:
     """(config, our-layout state dict) of a SpidR/DinoSR folder or file (see the module doc);
     `kind` names the model of a spidr-package file; `loaded` is the file's object if read."""
-    from hubertlab.models.checkpoint import CheckpointError
-
     path = Path(path)
     if path.is_dir() or path.suffix == ".safetensors":
         folder = path if path.is_dir() else path.parent
@@ -82,7 +76,7 @@ def read_distill_checkpoint(
         return cfg, load_file(str(folder / "model.safetensors"))
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    obj = _load(path) if loaded is None else loaded
+    obj = safe_load(path) if loaded is None else loaded
     found = _kind_of_object(obj, path, kind)
     if found is None:
         raise CheckpointError(f"{path}: not a SpidR/DinoSR checkpoint")
@@ -106,9 +100,6 @@ def load_distill(
 ) -> DistillModel:
     """A DistillModel from any layout read_distill_checkpoint reads (`loaded`: the file's
     object if read already); `overrides` replace config fields that do not change shapes."""
-    from hubertlab.models.checkpoint import CheckpointError
-    from hubertlab.models.config import replace_fields
-
     cfg, state = read_distill_checkpoint(path, kind=kind, loaded=loaded)
     if overrides:
         cfg = replace_fields(cfg, overrides)

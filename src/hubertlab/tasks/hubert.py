@@ -13,13 +13,11 @@ from torch import nn
 from hubertlab.config import to_dict
 from hubertlab.data.dataset import Batch, MaskSpec
 from hubertlab.models.config import HubertConfig
-from hubertlab.models.hubert import HubertModel
+from hubertlab.models.hubert import HEAD_PREFIXES, HubertModel
 from hubertlab.tasks.base import TaskBase, TaskLoss
 from hubertlab.tasks.data import ValidBatches, pretraining_batches, pretraining_valid_batches
 
 log = logging.getLogger(__name__)
-
-HEAD_PREFIXES = ("final_proj.", "unit_embeddings.")
 
 
 def model_config(cfg: Any) -> HubertConfig:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from hubertlab.fileio import atomic_open, atomic_write_json
+from hubertlab.models.safe_load import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A training checkpoint, read by the safe loader every command uses
-    (models.checkpoint.safe_load); CheckpointError (a ValueError) naming the file if it is
+    (models.safe_load.safe_load); CheckpointError (a ValueError) naming the file if it is
     truncated, holds a pickle that could run code, or is not one."""
-    from hubertlab.models.checkpoint import safe_load
-
     path = Path(path)
     state = safe_load(path)
     if not isinstance(state, dict):
