@@ -40,6 +40,13 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def settings_fingerprint(settings: dict) -> str:
+    """sha256 of a JSON-able settings dict (key order does not matter): what a feature store
+    and a k-means record of the extractor they were made with."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def rows_fingerprint(rows: Iterable) -> str:
     """A short hash of a manifest's rows (fileid, path, length, archive, span), in order: the
     same rows give the same hash whatever the file's format or folder."""

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from hubertlab.data.manifest import ManifestRow
-from hubertlab.features.extractors import build_extractor, extract_checked, settings_fingerprint
+from hubertlab.features.extractors import build_extractor, extract_checked
 from hubertlab.features.mfcc import MfccExtractor
+from hubertlab.fingerprint import settings_fingerprint
 
 
 def test_build_extractor_kinds_and_errors(tmp_path):

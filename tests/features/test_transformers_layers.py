@@ -13,7 +13,7 @@ from hubertlab.cli import main
 from hubertlab.constants import num_frames
 from hubertlab.data.audio import standardize_waveform, write_audio
 from hubertlab.data.manifest import ManifestRow, write_manifest
-from hubertlab.features.hidden import LayerExtractor
+from hubertlab.features.extractors import build_extractor
 from hubertlab.features.store import FeatureStore
 from hubertlab.features.transformers_layers import TransformersLayerExtractor
 
@@ -64,24 +64,28 @@ def _reference(folder, wav: np.ndarray, normalise: bool) -> tuple[torch.Tensor, 
 
 def test_layers_equal_transformers_hidden_states(model_dir):
     wav = np.random.default_rng(0).standard_normal(int(1.3 * 16000) + 77).astype(np.float32)
-    extractor = LayerExtractor(model_dir, 2, device="cpu")  # dispatched on the folder's type
+    extractor = build_extractor("layer", model_dir, 2, device="cpu")  # dispatched on the type
     assert isinstance(extractor, TransformersLayerExtractor)
     normalise = extractor.encoder.cfg.normalize_waveform
     assert normalise == ("stable" in str(model_dir.parent))  # layer-normed CNN: standardised
     reference = _reference(model_dir, wav, normalise)
     assert extractor.dim == 32 and extractor.num_frames(len(wav)) == num_frames(len(wav))
     for layer in (1, 2, 3):  # the last layer of a pre-LN model carries the final LayerNorm
-        feats = LayerExtractor(model_dir, layer, device="cpu")(wav)
+        feats = build_extractor("layer", model_dir, layer, device="cpu")(wav)
         assert feats.shape == (num_frames(len(wav)), 32)
         np.testing.assert_allclose(feats, reference[layer][0].numpy(), atol=2e-5, rtol=1e-4)
     # Chunks whose context covers the whole file give the whole file's frames.
-    chunked = LayerExtractor(model_dir, 2, device="cpu", chunk_seconds=0.3, context_seconds=5)
+    chunked = build_extractor(
+        "layer", model_dir, 2, device="cpu", chunk_seconds=0.3, context_seconds=5
+    )
     np.testing.assert_allclose(chunked(wav), reference[2][0].numpy(), atol=2e-5, rtol=1e-4)
-    short = LayerExtractor(model_dir, 2, device="cpu", chunk_seconds=0.3, context_seconds=0.1)
+    short = build_extractor(
+        "layer", model_dir, 2, device="cpu", chunk_seconds=0.3, context_seconds=0.1
+    )
     assert short(wav).shape == (num_frames(len(wav)), 32)
     assert extractor.settings()["model_type"] in ("wavlm", "wav2vec2", "data2vec-audio")
     with pytest.raises(ValueError, match=r"layer must be in \[0, 3\]"):
-        LayerExtractor(model_dir, 4)
+        build_extractor("layer", model_dir, 4)
 
 
 def test_features_and_abx_commands_take_a_transformers_folder(model_dir, tmp_path):
@@ -118,7 +122,7 @@ def test_a_cnn_off_the_frame_grid_is_refused(tmp_path):
                                conv_stride=[5, 2, 2, 2, 2, 2])  # fmt: skip
     tf.Wav2Vec2Model(config).save_pretrained(tmp_path / "m")
     with pytest.raises(ValueError, match="160-sample hop"):
-        LayerExtractor(tmp_path / "m", 1)
+        build_extractor("layer", tmp_path / "m", 1)
 
 
 class _RunsCode:

@@ -1,16 +1,21 @@
-"""Feature extractors: the one factory (`build_extractor`) the CLI and the pipeline use, and
-the checks every computed feature passes (frame count, shape, finite values)."""
+"""Feature extractors: the one factory (`build_extractor`) the CLI and the pipeline use, which
+alone chooses the extractor class, and the checks every computed feature passes (frame
+count, shape, finite values)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from hubertlab.data.manifest import ManifestRow
+from hubertlab.features.hidden import LayerExtractor
+from hubertlab.features.mfcc import MfccExtractor
+from hubertlab.features.transformers_layers import (
+    TransformersLayerExtractor,
+    is_other_transformers_model,
+)
 
 KINDS = ("mfcc", "layer")
 
@@ -30,12 +35,6 @@ class FeatureExtractor(Protocol):
 
     def __call__(self, wav: np.ndarray) -> np.ndarray:
         """(num_samples,) float32 waveform -> (frames, dim) features."""
-
-
-def settings_fingerprint(settings: dict) -> str:
-    """sha256 of a JSON-able settings dict (key order does not matter)."""
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def describe(settings: dict, *, with_fingerprint: bool = True) -> str:
@@ -62,25 +61,26 @@ def build_extractor(
     context_seconds: float = 2.0,
     intermediate: bool = False,
 ) -> FeatureExtractor:
-    """MfccExtractor for kind "mfcc"; LayerExtractor of layer `layer` of `checkpoint` for
-    kind "layer" (`device`, `dtype`, `chunk_seconds`, `context_seconds` and `intermediate`,
-    SpidR/DinoSR's outputs before the residual, go to it)."""
+    """MfccExtractor for kind "mfcc"; for kind "layer", the extractor of layer `layer` of
+    `checkpoint` (`device`, `dtype`, `chunk_seconds`, `context_seconds` and `intermediate`,
+    SpidR/DinoSR's outputs before the residual, go to it): LayerExtractor for our models and
+    HuBERT folders, TransformersLayerExtractor for other transformers families (WavLM,
+    wav2vec 2.0, data2vec audio), read by transformers' own classes."""
     if kind == "mfcc":
         if checkpoint is not None or layer is not None or intermediate:
             raise ValueError("checkpoint, layer and intermediate go with kind 'layer', not 'mfcc'")
-        from hubertlab.features.mfcc import MfccExtractor
-
         return MfccExtractor()
     if kind != "layer":
         raise ValueError(f"feature kind must be one of {KINDS}, got {kind!r}")
     if checkpoint is None or layer is None:
         raise ValueError("kind 'layer' needs a checkpoint and a layer")
-    from hubertlab.features.hidden import LayerExtractor
-
-    return LayerExtractor(
-        checkpoint, layer, device=device, dtype=dtype, chunk_seconds=chunk_seconds,
-        context_seconds=context_seconds, intermediate=intermediate,
-    )  # fmt: skip
+    options = {"device": device, "dtype": dtype, "chunk_seconds": chunk_seconds}
+    options["context_seconds"] = context_seconds
+    if is_other_transformers_model(checkpoint):
+        if intermediate:
+            raise ValueError(f"{checkpoint}: intermediate outputs need a SpidR/DinoSR model")
+        return TransformersLayerExtractor(checkpoint, layer, **options)
+    return LayerExtractor(checkpoint, layer, **options, intermediate=intermediate)
 
 
 def require_finite(features: np.ndarray, where: str) -> None:

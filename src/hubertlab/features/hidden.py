@@ -1,9 +1,7 @@
-"""Layer features: the output of transformer layer L of a HuBERT model, at 50 Hz.
-
-Long files run in chunks whose borders sit on multiples of the 320-sample hop, so chunk
-frame j is exactly frame (start + j) of the whole file; each chunk gets `context_seconds` of
-extra audio on both sides whose frames are dropped, so the attention context at a border is
-(nearly) what the whole file would give. The frame count is always num_frames(num_samples).
+"""Layer features: the output of transformer layer L of one of our models (HuBERT, SpidR,
+DinoSR), at 50 Hz, computed in chunks (hubertlab.features.chunked). Other transformers
+families have their own extractor (features/transformers_layers.py); the factory
+(features/extractors.py) chooses.
 """
 
 from __future__ import annotations
@@ -11,14 +9,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hubertlab.constants import FRAME_HOP, LABEL_RATE_HZ, RECEPTIVE_FIELD, num_frames
+from hubertlab.constants import LABEL_RATE_HZ, num_frames
 from hubertlab.data.audio import standardize_waveform
+from hubertlab.features.chunked import chunk_options, extract_in_chunks
+from hubertlab.models.checkpoint import from_pretrained
+from hubertlab.models.hubert import HEAD_PREFIXES
+from hubertlab.models.spidr import intermediate_outputs
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -27,8 +28,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     and their digests sorted, so renaming or reordering modules (a refactor, a converted
     checkpoint) keeps the fingerprint. The head and the mask embedding are left out (unused
     here; a checkpoint may lack or re-initialise them): a model and its checkpoint agree."""
-    from hubertlab.models.checkpoint import HEAD_PREFIXES
-
     skipped = {prefix.strip(".") for prefix in HEAD_PREFIXES} | {"mask_embedding"}
     digests = []
     for name, tensor in model.state_dict().items():
@@ -44,26 +43,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return total.hexdigest()
 
 
-def chunk_options(dtype: str, chunk_seconds: float, context_seconds: float) -> tuple[int, int]:
-    """Check a layer extractor's options; (frames per chunk, frames of context each side)."""
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
-    if chunk_seconds <= 0 or context_seconds < 0:
-        raise ValueError(
-            f"need chunk_seconds > 0 and context_seconds >= 0, got {chunk_seconds}, "
-            f"{context_seconds}"
-        )
-    return max(1, round(chunk_seconds * LABEL_RATE_HZ)), round(context_seconds * LABEL_RATE_HZ)
-
-
-def chunks(total: int, chunk_frames: int, context_frames: int) -> Iterator[tuple[int, ...]]:
-    """(first, last, lo, hi) for each chunk of a file of `total` frames: output frames
-    [first, last) are computed from input frames [lo, hi), context included on both sides."""
-    for first in range(0, total, chunk_frames):
-        last = min(first + chunk_frames, total)
-        yield first, last, max(0, first - context_frames), min(total, last + context_frames)
-
-
 class LayerExtractor:
     """Feature-store extractor for layer `layer` of a model (or any checkpoint
     `hubertlab.models.checkpoint.from_pretrained` reads). With `intermediate` (SpidR/DinoSR
@@ -71,17 +50,6 @@ class LayerExtractor:
     spidr package's definition; what `abx --intermediate` scores) instead of its hidden state."""
 
     frame_rate_hz = LABEL_RATE_HZ
-
-    def __new__(cls, model: torch.nn.Module | str | Path, *args, **kwargs):
-        # Transformers folders of other families (WavLM, wav2vec 2.0, data2vec audio) are read
-        # by transformers' own classes: an extractor with the same interface.
-        from hubertlab.features import transformers_layers as other
-
-        if not isinstance(model, torch.nn.Module) and other.is_other_transformers_model(model):
-            if kwargs.pop("intermediate", False):
-                raise ValueError(f"{model}: intermediate outputs need a SpidR/DinoSR model")
-            return other.TransformersLayerExtractor(model, *args, **kwargs)
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -94,8 +62,6 @@ class LayerExtractor:
         context_seconds: float = 2.0,
         intermediate: bool = False,
     ) -> None:
-        from hubertlab.models.checkpoint import from_pretrained
-
         self.chunk_frames, self.context_frames = chunk_options(
             dtype, chunk_seconds, context_seconds
         )
@@ -144,8 +110,6 @@ class LayerExtractor:
             self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"
         ):
             if self.intermediate:
-                from hubertlab.models.spidr import intermediate_outputs
-
                 outputs, _ = intermediate_outputs(self.model, wav[None])
                 return outputs[self.layer - 1][0].float()  # (frames, dim)
             hidden, _ = self.model.extract_features(wav[None], output_layer=self.layer)
@@ -159,14 +123,7 @@ class LayerExtractor:
         if self.standardize:
             wav = standardize_waveform(wav)
         wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(self.device)
-        out = np.empty((total, self.dim), np.float32)
-        for first, last, lo, hi in chunks(total, self.chunk_frames, self.context_frames):
-            piece = wav_t[lo * FRAME_HOP : (hi - 1) * FRAME_HOP + RECEPTIVE_FIELD]
-            feats = self._run(piece)
-            if feats.shape[0] != hi - lo:
-                raise ValueError(
-                    f"model gave {feats.shape[0]} frames for {len(piece)} samples, expected "
-                    f"{hi - lo}; its CNN does not have a 400-sample window and 320-sample hop"
-                )
-            out[first:last] = feats[first - lo : last - lo].cpu().numpy()
-        return out
+        return extract_in_chunks(
+            wav_t, self._run, self.dim, self.chunk_frames, self.context_frames,
+            take_tail=False, where=self.checkpoint or "model",
+        )  # fmt: skip

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from hubertlab.constants import MFCC_HOP, RECEPTIVE_FIELD, SAMPLE_RATE
-from hubertlab.features.extractors import settings_fingerprint
+from hubertlab.fingerprint import settings_fingerprint
 
 MFCC_DIM = 39
 NUM_CEPS = 13

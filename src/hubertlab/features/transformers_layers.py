@@ -3,12 +3,12 @@ data2vec audio...), through transformers' own classes: layer L is hidden_states[
 `AutoModel(..., output_hidden_states=True)` (0: the Transformer input), at 50 Hz.
 
 BabyHuBERT's first iteration clusters WavLM-base-plus layer 6. HuBERT folders keep going
-through our own model (hubertlab.models.checkpoint); LayerExtractor hands any other
-transformers folder to TransformersLayerExtractor, which has the same interface (dim,
-frame_rate_hz, settings(), num_frames(n), __call__(wav)) and the same chunking: chunk borders
-on multiples of the 320-sample hop, `context_seconds` of audio on both sides whose frames are
-dropped. The waveform is standardised over the whole file when the model expects it (its
-preprocessor_config.json's do_normalize; without one, models with a layer-normed CNN).
+through our own model (hubertlab.models.checkpoint); the factory (features/extractors.py)
+hands any other transformers folder to TransformersLayerExtractor, which has the
+LayerExtractor's interface (dim, frame_rate_hz, settings(), num_frames(n), __call__(wav)) and
+its chunk loop (hubertlab.features.chunked). The waveform is standardised over the whole file
+when the model expects it (its preprocessor_config.json's do_normalize; without one, models
+with a layer-normed CNN).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hubertlab.constants import FRAME_HOP, LABEL_RATE_HZ, RECEPTIVE_FIELD, num_frames
+from hubertlab.constants import FRAME_HOP, LABEL_RATE_HZ, RECEPTIVE_FIELD, conv_layout, num_frames
 from hubertlab.data.audio import standardize_waveform
-from hubertlab.features.hidden import chunk_options, chunks
+from hubertlab.features.chunked import chunk_options, extract_in_chunks
 from hubertlab.models.backbone import standardize
+from hubertlab.models.safe_load import CheckpointError, safe_load
 
 
 def transformers_model_type(path: str | Path) -> str | None:
@@ -69,6 +70,7 @@ class TransformersEncoder(torch.nn.Module):
 
     def __init__(self, path: str | Path, *, num_layers: int | None = None) -> None:
         super().__init__()
+        # transformers is an optional dependency (hubertlab[interop]): imported when used.
         from transformers import AutoModel
 
         path = Path(path)
@@ -177,20 +179,12 @@ class TransformersLayerExtractor:
         if self.encoder.cfg.normalize_waveform:
             wav = standardize_waveform(wav)
         wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(self.device)
-        out = np.empty((total, self.dim), np.float32)
-        for first, last, lo, hi in chunks(total, self.chunk_frames, self.context_frames):
-            # The last chunk takes the file's tail too (< 320 samples, no extra frame): a
-            # GroupNorm CNN (WavLM, wav2vec 2.0 base) normalises over all the samples it sees,
-            # so a file in one chunk gives exactly the model's output on the whole file.
-            end = len(wav) if hi == total else (hi - 1) * FRAME_HOP + RECEPTIVE_FIELD
-            feats = self._run(wav_t[lo * FRAME_HOP : end])
-            if feats.shape[0] != hi - lo:
-                raise ValueError(
-                    f"{self.checkpoint}: {feats.shape[0]} frames for samples [{lo * FRAME_HOP}, "
-                    f"{end}), expected {hi - lo}"
-                )
-            out[first:last] = feats[first - lo : last - lo].cpu().numpy()
-        return out
+        # The last chunk takes the file's tail too (< 320 samples, no extra frame): WavLM and
+        # wav2vec 2.0 base have a GroupNorm CNN.
+        return extract_in_chunks(
+            wav_t, self._run, self.dim, self.chunk_frames, self.context_frames,
+            take_tail=True, where=self.checkpoint,
+        )  # fmt: skip
 
 
 def _unreadable_weights(folder: Path, error: Exception) -> Exception:
@@ -198,8 +192,6 @@ def _unreadable_weights(folder: Path, error: Exception) -> Exception:
     refuses a file (a pickle that would run code) or torch cannot read it (damaged), our own
     allow-list loader names the file and the reason instead of torch's advice to turn the
     safe loader off. Anything else is not a weights problem: the error stays as it was."""
-    from hubertlab.models.checkpoint import CheckpointError, safe_load
-
     for path in sorted(folder.glob("pytorch_model*.bin")):  # not training_args.bin
         safe_load(path)  # raises CheckpointError naming the file
     if isinstance(error, pickle.UnpicklingError):
@@ -210,11 +202,7 @@ def _unreadable_weights(folder: Path, error: Exception) -> Exception:
 def _check_frame_layout(config, where: str) -> None:
     """The CNN must give 400-sample windows every 320 samples: the frame grid of every unit
     and manifest (hubertlab.constants)."""
-    kernels, strides = list(config.conv_kernel), list(config.conv_stride)
-    window, hop = 1, 1
-    for kernel, stride in zip(kernels, strides, strict=True):
-        window += (kernel - 1) * hop
-        hop *= stride
+    window, hop = conv_layout(config.conv_kernel, config.conv_stride)
     if (window, hop) != (RECEPTIVE_FIELD, FRAME_HOP):
         raise ValueError(
             f"{where}: its CNN has a {window}-sample window and {hop}-sample hop; hubertlab's "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hubertlab.config import ConfigError, from_dict
-from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD
+from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, conv_layout
 
 # The HuBERT CNN layout (REFERENCE 2.2): 400-sample receptive field, 320-sample hop.
 CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
@@ -107,11 +107,7 @@ class BackboneConfig:
     @property
     def frame_layout(self) -> FrameLayout:
         """Receptive field and hop of the CNN, from its kernels and strides."""
-        window, hop = 1, 1
-        for kernel, stride in zip(self.conv_kernels, self.conv_strides, strict=True):
-            window += (kernel - 1) * hop
-            hop *= stride
-        return FrameLayout(window, hop)
+        return FrameLayout(*conv_layout(self.conv_kernels, self.conv_strides))
 
     def check_frame_layout(self) -> None:
         """Refuse a CNN whose frames the data pipeline cannot label: every label, mask and unit
