@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hubertlab.demo.recipe import MODEL_NAMES
 from hubertlab.fileio import atomic_write_json, atomic_write_text
 from hubertlab.pipeline.config import (
     PipelineConfig,
@@ -18,6 +17,9 @@ from hubertlab.pipeline.config import (
 from hubertlab.pipeline.report import baseline_scores, fmt, read_json, step_seconds
 from hubertlab.pipeline.steps import build_steps
 from hubertlab.train.metrics import read_metrics
+
+# The models `hubertlab demo --model` trains, by model kind, as the report names them.
+MODEL_NAMES = {"hubert": "HuBERT", "spidr": "SpidR", "dinosr": "DinoSR"}
 
 CAPTION = """\
 One row per model (its last iteration) on the held-out corpus, then the MFCC baselines. ABX:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 from hubertlab.data.manifest import read_manifest, write_manifest
 from hubertlab.data.scan import split_rows
+from hubertlab.demo.compare import MODEL_NAMES, write_models_report
+from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 from hubertlab.fileio import atomic_write_text
+from hubertlab.pipeline.run import run_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,6 @@ class DemoSettings:
 
 # `hubertlab demo --model`: which models to train ("all": each in turn).
 MODELS = ("hubert", "spidr", "dinosr")
-MODEL_NAMES = {"hubert": "HuBERT", "spidr": "SpidR", "dinosr": "DinoSR"}
 MODEL_CHOICES = (*MODELS, "all")
 
 
@@ -197,8 +199,6 @@ def build_corpora(
 ) -> None:
     """Synthesize out/train and out/eval (other sentences), and split the training manifest
     into manifest.train.csv and a seeded random manifest.valid.csv."""
-    from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
-
     for split, minutes in (("train", train_minutes), ("eval", eval_minutes)):
         corpus_cfg = DemoCorpusConfig(minutes=minutes, speakers=speakers, seed=seed, split=split)
         build_demo_corpus(out / split, corpus_cfg, workers=workers)
@@ -268,8 +268,6 @@ def run_demo(
     stopped), each writing its report. Returns the HuBERT run's report for "hubert" (the
     demo as it always was); otherwise writes OUT/models.md (every model run in OUT side by
     side) and returns its path."""
-    from hubertlab.pipeline.run import run_pipeline
-
     models = check_model(model)
     report = None
     for name in models:
@@ -277,7 +275,5 @@ def run_demo(
         report = run_pipeline(prepare_demo(out_dir, settings, name))
     if model == "hubert":
         return report
-    from hubertlab.demo.compare import write_models_report
-
     configs = {m: config_path(out_dir, m) for m in MODELS if config_path(out_dir, m).is_file()}
     return write_models_report(out_dir, configs)
