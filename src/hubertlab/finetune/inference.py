@@ -86,7 +86,7 @@ def predict_turns(
             probs, starts, recording.num_samples, thresholds, classes, recording.fileid,
             min_gap_s=min_gap_s, min_duration_s=min_duration_s,
         )  # fmt: skip
-        log.info("%s: %.1f s, %d windows", recording.fileid, recording.num_samples / 16000,
+        log.info("%s: %.1f s, %d windows", recording.fileid, recording.num_samples / SAMPLE_RATE,
                  len(starts))  # fmt: skip
     return turns
 

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 from hubertlab.config import to_dict
+from hubertlab.data.alignments import read_item_file, read_phone_segments
+from hubertlab.data.manifest import read_manifest
 from hubertlab.fileio import atomic_write_json
 from hubertlab.pipeline.config import load_pipeline_config
 from hubertlab.pipeline.report import write_report
@@ -42,9 +44,6 @@ def pipeline_status(config_path: str | Path) -> str:
 def check_inputs(cfg) -> None:
     """Every input file of the run exists and reads, before the first step: a wrong path must
     not surface after the baseline and iteration 1's features."""
-    from hubertlab.data.alignments import read_item_file, read_phone_segments
-    from hubertlab.data.manifest import read_manifest
-
     corpus = cfg.corpus
     for name in ("train_manifest", "valid_manifest", "eval_manifest"):
         path = getattr(corpus, name)
