@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hubertlab.data.masking import MaskConfig
 from hubertlab.fingerprint import digest, file_fingerprint
 
 __all__ = ["FORMAT_VERSION", "changed_keys", "digest", "file_fingerprint", "step_fingerprints"]
@@ -39,6 +40,17 @@ _UNTRACKED_RUN_KEYS = (
     "keep_freed_memory",
     "keep_every",
 )
+
+
+def fold_mask(train: dict[str, Any]) -> dict[str, Any]:
+    """A training config's dict with its [mask] table written as fingerprints held it before
+    the table existed (its non-default keys among model.overrides, nothing for defaults):
+    runs finished then stay valid, whichever of the two places a config sets them in."""
+    mask = train.pop("mask", {})
+    changed = {k: v for k, v in mask.items() if v != getattr(MaskConfig, k)}
+    if changed:
+        train["model"]["overrides"] = {**train["model"]["overrides"], **changed}
+    return train
 
 
 def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
@@ -83,7 +95,7 @@ def step_fingerprints(cfg: Any) -> dict[str, dict[str, Any]]:
             units = {"manifests": files}  # self-distillation: trained on the audio alone
         if k > len(iterations):
             break  # the last model's targets: no training
-        train = to_dict(train_config(cfg, k))
+        train = fold_mask(to_dict(train_config(cfg, k)))
         for key in _UNTRACKED_RUN_KEYS:
             train["run"].pop(key, None)
         fps[prefix + "train"] = {"units": digest(units), "train": train}
