@@ -27,8 +27,9 @@ import torch
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.curate.shards import write_shards
 from hubertlab.data.audio import read_audio
-from hubertlab.data.dataset import CropCollator, MaskSpec, ResumableLoader, UnitDataset
+from hubertlab.data.dataset import CropCollator, ResumableLoader, UnitDataset
 from hubertlab.data.manifest import ManifestRow, read_manifest, write_manifest
+from hubertlab.data.masking import MaskConfig
 from hubertlab.data.sampler import BucketBatchSampler
 from hubertlab.data.stream import expand_shards
 from hubertlab.data.stream_loader import StreamBatches
@@ -82,7 +83,7 @@ BATCH_SAMPLES = 8 * CHUNK  # 80 s batches of whole 10 s chunks: every decoded sa
 
 
 def _collator() -> CropCollator:
-    return CropCollator(max_samples=CHUNK, seed=0, mask=MaskSpec(), min_samples=SAMPLE_RATE)
+    return CropCollator(max_samples=CHUNK, seed=0, mask=MaskConfig(), min_samples=SAMPLE_RATE)
 
 
 def _timed_batches(batches, total_samples: int) -> tuple[float, int, float]:

@@ -22,7 +22,7 @@ from bench_model import CosineHead  # noqa: E402
 
 from hubertlab.allocator import keep_freed_memory
 from hubertlab.data.dataset import Batch
-from hubertlab.data.masking import compute_span_mask
+from hubertlab.data.masking import MaskConfig
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.convert import hf_config_dict
 from hubertlab.tasks import build_task
@@ -93,14 +93,7 @@ def main() -> None:
     cfg = HubertConfig.preset("base", num_units=(NUM_UNITS,), layerdrop=0.0)
     g = torch.Generator().manual_seed(0)
     frames = (SAMPLES - 400) // 320 + 1
-    mask = compute_span_mask(
-        torch.full((BATCH,), frames),
-        mask_prob=cfg.mask_prob,
-        mask_length=cfg.mask_length,
-        min_masks=cfg.min_masks,
-        generator=torch.Generator().manual_seed(1),
-        num_frames=frames,
-    )
+    mask = MaskConfig().draw(torch.full((BATCH,), frames), torch.Generator().manual_seed(1), frames)
     batch = Batch(
         waveforms=0.1 * torch.randn(BATCH, SAMPLES, generator=g),
         lengths=torch.full((BATCH,), SAMPLES),

@@ -12,11 +12,11 @@ import torch
 from hubertlab.constants import FRAME_HOP, num_frames
 from hubertlab.data.dataset import (
     CropCollator,
-    MaskSpec,
     ResumableLoader,
     UnitDataset,
 )
 from hubertlab.data.manifest import read_manifest
+from hubertlab.data.masking import MaskConfig
 from hubertlab.data.sampler import BucketBatchSampler, SampleKey
 from hubertlab.units.assign import read_units
 from tests.train_fixtures import NUM_UNITS, make_corpus
@@ -38,7 +38,7 @@ def loader(corpus, *, num_workers=0, batching="crop", seed=0, world=1, rank=0):
     ds = dataset_from(corpus)
     lengths = [min(ds.num_samples(i), 16000) for i in range(len(ds))]
     sampler = BucketBatchSampler(lengths, 32000, seed=seed, num_replicas=world, rank=rank)
-    collate = CropCollator(max_samples=16000, batching=batching, seed=seed, mask=MaskSpec())
+    collate = CropCollator(max_samples=16000, batching=batching, seed=seed, mask=MaskConfig())
     return ResumableLoader(ds, sampler, collate, num_workers=num_workers)
 
 
@@ -124,7 +124,7 @@ def test_audio_changed_since_the_manifest_is_skipped_not_trained_on(tmp_path, ca
         item = ds[SampleKey(0, 0, 0, 1)]
     assert item["wav"] is None and "spk1/utt001" in caplog.text and "8000 samples" in caplog.text
     assert ds[SampleKey(0, 0, 0, 0)]["wav"] is not None
-    batch = CropCollator(max_samples=16000, mask=MaskSpec())([ds[SampleKey(0, 0, 0, 1)]])
+    batch = CropCollator(max_samples=16000, mask=MaskConfig())([ds[SampleKey(0, 0, 0, 1)]])
     assert not batch.real and batch.num_skipped == 1 and batch.num_masked == 0
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from hubertlab.curate.shards import write_shards
-from hubertlab.data.dataset import CropCollator, MaskSpec
+from hubertlab.data.dataset import CropCollator
 from hubertlab.data.manifest import read_manifest
+from hubertlab.data.masking import MaskConfig
 from hubertlab.data.stream import SlotStream, expand_shards, slot_work
 from hubertlab.data.stream_loader import StreamBatches, StreamError
 from hubertlab.data.tar_shards import iter_samples, read_shard
@@ -33,7 +34,7 @@ def shards(tmp_path_factory) -> Path:
 
 
 def stream(urls, *, workers: int = 0, units: int = 1, buffer: int = 6, **kw) -> StreamBatches:
-    collate = CropCollator(max_samples=16000, seed=3, mask=MaskSpec(), min_samples=8000)
+    collate = CropCollator(max_samples=16000, seed=3, mask=MaskConfig(), min_samples=8000)
     return StreamBatches(urls, collate, batch_samples=32000, num_unit_sets=units,
                          buffer_size=buffer, num_workers=workers, **kw)  # fmt: skip
 

@@ -129,7 +129,7 @@ def test_window_batches_resume_where_they_stopped(corpus: Path):
     rest = [next(resumed) for _ in range(3)]
     for a, b in zip(taken[total - 1 :], rest, strict=True):
         assert torch.equal(a.waveforms, b.waveforms)
-        assert torch.equal(a.extra["targets"], b.extra["targets"])
+        assert torch.equal(a.frame_targets, b.frame_targets)
 
 
 def test_tuned_thresholds_are_what_predict_applies_on_test(corpus: Path, finetuned: Path, tmp_path):

@@ -1,5 +1,6 @@
 """Waveforms (with their units, when the task has any) for training: the Batch every task
-receives, dataset, cropping collator, resumable loader.
+receives, dataset, cropping collator (which draws the span mask of the `[mask]` table),
+resumable loader.
 
 Crops start at multiples of FRAME_HOP samples, so the first label of a crop starting at sample s
 is unit s / 320 of the file: labels stay frame-exact (REFERENCE.md section 8). Every random
@@ -20,27 +21,19 @@ from torch.utils.data import DataLoader
 
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, num_frames
 from hubertlab.data.manifest import Manifest
-from hubertlab.data.masking import compute_span_mask
+from hubertlab.data.masking import MaskConfig
 from hubertlab.data.sampler import BucketBatchSampler, SampleKey
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MaskSpec:
-    """Span-mask settings (the model config's mask_prob, mask_length, min_masks)."""
-
-    mask_prob: float = 0.8
-    mask_length: int = 10
-    min_masks: int = 2
 
 
 @dataclass
 class Batch:
     """What a collator hands the training loop and a task: the contract between them.
 
-    Labels and mask are on the frame grid of hubertlab.constants (frame k covers samples
-    [320 k, 320 k + 400)); padded frames have label -1 and are never masked."""
+    Labels, mask and frame targets are on the frame grid of hubertlab.constants (frame k
+    covers samples [320 k, 320 k + 400)); padded frames have label -1 and are never masked.
+    Each task reads the fields it needs; the others stay None (or empty)."""
 
     waveforms: torch.Tensor  # (batch, samples) float32
     lengths: torch.Tensor  # (batch,) valid samples per row
@@ -54,7 +47,12 @@ class Batch:
     num_skipped: int = 0  # items that failed to decode
     real: bool = True  # False: a weightless stand-in for a batch whose files all failed
     count: bool = True  # validation: False for batches that only pad a rank's share
-    extra: dict[str, Any] = field(default_factory=dict)  # task-specific tensors (targets...)
+    # Frame classification (VTC): multi-label targets and the frames left out of the loss.
+    frame_targets: torch.Tensor | None = None  # (batch, frames, classes) float in [0, 1]
+    frame_ignore: torch.Tensor | None = None  # (batch, frames) bool; True: not scored
+    # CTC: token ids padded with -100, and each row's count of real ones.
+    ctc_labels: torch.Tensor | None = None  # (batch, longest) long
+    ctc_label_lengths: torch.Tensor | None = None  # (batch,) long
 
     @property
     def size(self) -> int:
@@ -80,7 +78,10 @@ class Batch:
             frame_lengths=move(self.frame_lengths),
             labels=[move(t) for t in self.labels],
             mask=move(self.mask),
-            extra={k: move(v) for k, v in self.extra.items()},
+            frame_targets=move(self.frame_targets),
+            frame_ignore=move(self.frame_ignore),
+            ctc_labels=move(self.ctc_labels),
+            ctc_label_lengths=move(self.ctc_label_lengths),
         )
 
 
@@ -182,7 +183,7 @@ class CropCollator:
         max_samples: int,
         batching: str = "crop",
         seed: int = 0,
-        mask: MaskSpec | None = None,
+        mask: MaskConfig | None = None,
         random_crop: bool = True,
         min_samples: int = RECEPTIVE_FIELD,
     ) -> None:
@@ -246,14 +247,7 @@ class CropCollator:
         if self.mask is None:
             return None
         generator = torch.Generator().manual_seed(mask_seed(self.seed, key))
-        return compute_span_mask(
-            frame_lengths,
-            mask_prob=self.mask.mask_prob,
-            mask_length=self.mask.mask_length,
-            min_masks=self.mask.min_masks,
-            generator=generator,
-            num_frames=width,
-        )
+        return self.mask.draw(frame_lengths, generator, width)
 
     def _stand_in(self, num_sets: int, num_skipped: int, where: dict[str, int]) -> Batch:
         frames = num_frames(self.min_samples)

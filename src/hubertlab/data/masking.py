@@ -1,9 +1,47 @@
-"""Span masking for masked prediction (REFERENCE 2.4): a pure function of the frame lengths and a
-torch.Generator, so a seeded run masks the same frames every time."""
+"""Span masking for masked prediction (REFERENCE 2.4): the `[mask]` table of a training config
+(MaskConfig, drawn by the collator for every task that masks) and a pure function of the frame
+lengths and a torch.Generator, so a seeded run masks the same frames every time."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+# The [mask] keys, which HuBERT's and SpidR's model configs held before masking became a data
+# setting: still read from `[model.overrides]` (with a warning) and from stored model configs.
+MASK_KEYS = ("mask_prob", "mask_length", "min_masks")
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """The span mask of masked prediction (`[mask]`), drawn once per batch by the collator;
+    the same for HuBERT, SpidR and DinoSR (fairseq's and the spidr package's defaults)."""
+
+    mask_prob: float = 0.8  # model.mask_prob: span starts per frame times mask_length
+    mask_length: int = 10  # model.mask_length: frames per span
+    min_masks: int = 2  # min_masks of fairseq's compute_mask_indices: spans per row, at least
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mask_prob <= 1.0:
+            raise ValueError(f"mask_prob: must be in [0, 1], got {self.mask_prob}")
+        if self.mask_length < 1:
+            raise ValueError(f"mask_length: must be >= 1, got {self.mask_length}")
+        if self.min_masks < 0:
+            raise ValueError(f"min_masks: must be >= 0, got {self.min_masks}")
+
+    def draw(
+        self, frame_lengths: torch.Tensor, generator: torch.Generator, num_frames: int
+    ) -> torch.Tensor:
+        """A (batch, num_frames) bool span mask (compute_span_mask with these settings)."""
+        return compute_span_mask(
+            frame_lengths,
+            mask_prob=self.mask_prob,
+            mask_length=self.mask_length,
+            min_masks=self.min_masks,
+            generator=generator,
+            num_frames=num_frames,
+        )
 
 
 def compute_span_mask(

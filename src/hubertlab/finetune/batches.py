@@ -1,12 +1,13 @@
-"""Batches for the fine-tuning tasks, as the training loop takes them (data.dataset.Batch, the
-task's tensors in `extra`), endless and resumable for training, fixed for validation.
+"""Batches for the fine-tuning tasks, as the training loop takes them (data.dataset.Batch),
+endless and resumable for training, fixed for validation.
 
 VTC: random windows (finetune.windows.WindowDataset); batch b of epoch e holds windows
 [b * size, (b + 1) * size) and rank r takes batches r, r + world, ...; the state is (epoch,
-next position). extra: "targets" (batch, frames, classes) float, "ignore" (batch, frames) bool.
+next position). Batch.frame_targets (batch, frames, classes) float, Batch.frame_ignore
+(batch, frames) bool.
 CTC: whole utterances (never cropped: the transcript must match the audio), zero-padded, in
-length buckets (data.sampler.BucketBatchSampler, data.dataset.ResumableLoader). extra:
-"ctc_labels" (batch, longest) int64 padded with -100, "label_lengths" (batch,).
+length buckets (data.sampler.BucketBatchSampler, data.dataset.ResumableLoader).
+Batch.ctc_labels (batch, longest) int64 padded with -100, Batch.ctc_label_lengths (batch,).
 """
 
 from __future__ import annotations
@@ -51,10 +52,8 @@ def window_batch(items: Sequence[tuple], *, epoch: int = 0, position: int = 0, b
         epoch=epoch,
         position=position,
         batch_id=batch_id,
-        extra={
-            "targets": torch.stack([t for _, t, _ in items]),  # (batch, frames, classes)
-            "ignore": torch.stack([m for _, _, m in items]),  # (batch, frames)
-        },
+        frame_targets=torch.stack([t for _, t, _ in items]),  # (batch, frames, classes)
+        frame_ignore=torch.stack([m for _, _, m in items]),  # (batch, frames)
     )
 
 
@@ -280,10 +279,8 @@ class UtteranceCollator:
             indices=[it["key"].index for it in items] if real else [],
             num_skipped=skipped,
             real=real,
-            extra={
-                "ctc_labels": labels,
-                "label_lengths": torch.tensor([len(it["ids"]) for it in items]),
-            },
+            ctc_labels=labels,
+            ctc_label_lengths=torch.tensor([len(it["ids"]) for it in items]),
             **where,
         )
 

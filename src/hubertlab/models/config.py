@@ -1,6 +1,6 @@
 """Model configs: the backbone (CNN + feature projection + Transformer) that every model shares,
-and HuBERT's head, loss and masking on top of it. Frozen dataclasses with presets for the
-published sizes and a tiny one.
+and HuBERT's head and loss on top of it. Frozen dataclasses with presets for the published
+sizes and a tiny one. Span masking is a data setting (the `[mask]` table, data.masking).
 
 Each field notes the fairseq name it corresponds to (`model.<name>` in a fairseq config,
 `criterion.<name>` for the loss, `task.<name>` for data options).
@@ -9,11 +9,15 @@ Each field notes the fairseq name it corresponds to (`model.<name>` in a fairseq
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hubertlab.config import ConfigError, from_dict
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, conv_layout
+from hubertlab.data.masking import MASK_KEYS, MaskConfig
+
+log = logging.getLogger(__name__)
 
 # The HuBERT CNN layout (REFERENCE 2.2): 400-sample receptive field, 320-sample hop.
 CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
@@ -124,7 +128,7 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class HubertConfig:
-    """A HuBERT model: the backbone, its masked-prediction head and loss, and span masking."""
+    """A HuBERT model: the backbone, its masked-prediction head and loss."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     # --- Pretraining head and loss ---
@@ -133,22 +137,15 @@ class HubertConfig:
     logit_temp: float = 0.1  # model.logit_temp
     unmasked_weight: float = 0.0  # criterion.pred_nomask_weight (masked weight is 1)
     feature_penalty_weight: float = 10.0  # criterion.loss_weights[-1] (features_pen)
-    # --- Masking (REFERENCE 2.4) ---
-    mask_prob: float = 0.8  # model.mask_prob
-    mask_length: int = 10  # model.mask_length
-    min_masks: int = 2  # min_masks of fairseq's compute_mask_indices
 
     def __post_init__(self) -> None:
-        if self.final_dim < 1 or self.mask_length < 1:
-            raise ValueError(
-                f"final_dim and mask_length must be >= 1, got {self.final_dim}, {self.mask_length}"
-            )
-        _check_probability(self, "mask_prob")
+        if self.final_dim < 1:
+            raise ValueError(f"final_dim must be >= 1, got {self.final_dim}")
         if not self.num_units or min(self.num_units) < 1:
             raise ValueError(f"num_units must list positive unit counts, got {self.num_units}")
         if self.logit_temp <= 0:
             raise ValueError(f"logit_temp must be > 0, got {self.logit_temp}")
-        for name in ("unmasked_weight", "feature_penalty_weight", "min_masks"):
+        for name in ("unmasked_weight", "feature_penalty_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -165,7 +162,7 @@ class HubertConfig:
         """Build from a mapping: nested ({"backbone": {...}, ...}) as to_dict writes it, or flat
         as checkpoints written before the backbone split and `[model.overrides]` tables hold
         it. A "preset" key picks the starting point; the result is checked once, whole."""
-        data = dict(data)
+        data = drop_mask_keys(data, where)
         preset = data.pop("preset", None)
         base = PRESETS["base"] if preset is None else HubertConfig.preset(preset)
         check_keys(HubertConfig, data, where)
@@ -181,6 +178,22 @@ def _check_probability(cfg: Any, name: str) -> None:
 
 
 BACKBONE_FIELDS = frozenset(f.name for f in dataclasses.fields(BackboneConfig))
+
+
+def drop_mask_keys(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A copy of a stored model config without the mask keys that model configs held before
+    masking moved to the `[mask]` table (checkpoints of then still load); a value other than
+    the [mask] default is named, since training on from this model no longer masks with it."""
+    data = dict(data)
+    for key in MASK_KEYS:
+        value = data.pop(key, None)
+        if value is not None and value != getattr(MaskConfig, key):
+            # Info, not a warning: reading the model for features or scores is unaffected.
+            log.info(
+                "%s: %s = %s is not used: masking is the [mask] table of a training config now",
+                where, key, value,
+            )  # fmt: skip
+    return data
 
 
 def check_keys(cls: type, data: dict[str, Any], where: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from hubertlab.data.masking import MaskConfig
 from hubertlab.models.config import CONV_KERNELS, HubertConfig
 
 Tensors = dict[str, torch.Tensor]
@@ -279,8 +280,6 @@ def fairseq_config_fields(args: dict[str, Any]) -> dict[str, Any]:
         "logit_temp": "logit_temp",
         "conv_bias": "conv_bias",
         "feature_grad_mult": "feature_grad_mult",
-        "mask_prob": "mask_prob",
-        "mask_length": "mask_length",
         "normalize": "normalize_waveform",
     }
     fields = {ours: args[theirs] for theirs, ours in names.items() if args.get(theirs) is not None}
@@ -328,7 +327,6 @@ def hf_config_fields(hf: dict[str, Any]) -> dict[str, Any]:
 
 def hf_config_dict(cfg: HubertConfig) -> dict[str, Any]:
     """transformers HubertConfig keyword arguments for our config."""
-    mask_length = cfg.mask_length
     cfg = cfg.backbone
     return dict(
         conv_dim=list(cfg.conv_channels),
@@ -352,7 +350,8 @@ def hf_config_dict(cfg: HubertConfig) -> dict[str, Any]:
         feat_proj_dropout=cfg.input_dropout,
         layerdrop=cfg.layerdrop,
         feat_proj_layer_norm=True,
-        # transformers' own default masking for fine-tuning; keeps masked_spec_embed.
+        # transformers' own default masking for fine-tuning; keeps masked_spec_embed. The
+        # span length is that of our pretraining's [mask] default (and transformers').
         mask_time_prob=0.05,
-        mask_time_length=mask_length,
+        mask_time_length=MaskConfig.mask_length,
     )

@@ -1,5 +1,6 @@
 """Configs of the self-distillation models, SpidR and DinoSR (REFERENCE 7.1): the shared
-backbone in its SpidR variant, the online codebooks, the teacher's EMA schedule and masking.
+backbone in its SpidR variant, the online codebooks and the teacher's EMA schedule (span
+masking is a data setting: the `[mask]` table, data.masking).
 
 One config class for both: `kind` says which one it is (what the heads read and which decay
 schedule the teacher follows). Fields note the spidr package's name where it has one
@@ -17,6 +18,7 @@ from hubertlab.config import from_dict
 from hubertlab.models.config import (
     BackboneConfig,
     check_keys,
+    drop_mask_keys,
     replace_fields,
     split_flat,
     to_plain,
@@ -27,7 +29,7 @@ DistillKind = Literal["spidr", "dinosr"]
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """SpidR or DinoSR: backbone, heads and codebooks, teacher schedule, masking."""
+    """SpidR or DinoSR: backbone, heads and codebooks, teacher schedule."""
 
     kind: DistillKind = "spidr"
     backbone: BackboneConfig = field(default_factory=lambda: SPIDR_BACKBONE)
@@ -51,10 +53,6 @@ class DistillConfig:
     # the teacher lags the student by the same fraction of the run and freezes at the same
     # fraction. Unscaled, a 2,300-step run never leaves the schedule's first phase.
     ema_schedule_steps: int | None = None
-    # --- Masking (as HuBERT, REFERENCE 7.1) ---
-    mask_prob: float = 0.8
-    mask_length: int = 10
-    min_masks: int = 2
 
     def __post_init__(self) -> None:
         if self.kind not in ("spidr", "dinosr"):
@@ -66,16 +64,16 @@ class DistillConfig:
             )
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
-        for name in ("codebook_decay", "ema_start_decay", "ema_final_decay", "mask_prob"):
+        for name in ("codebook_decay", "ema_start_decay", "ema_final_decay"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("ema_final_step", "ema_freeze_step", "min_masks", "ema_threshold"):
+        for name in ("ema_final_step", "ema_freeze_step", "ema_threshold"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.ema_schedule_steps is not None and self.ema_schedule_steps < 1:
             raise ValueError(f"ema_schedule_steps must be >= 1, got {self.ema_schedule_steps}")
-        if self.ema_timescale <= 0 or self.mask_length < 1:
-            raise ValueError("ema_timescale must be > 0 and mask_length >= 1")
+        if self.ema_timescale <= 0:
+            raise ValueError(f"ema_timescale must be > 0, got {self.ema_timescale}")
         if self.backbone.pos_conv != "stacked":
             raise ValueError("SpidR and DinoSR need backbone.pos_conv = 'stacked'")
 
@@ -131,7 +129,7 @@ class DistillConfig:
     def from_dict(data: dict[str, Any], *, where: str = "model") -> DistillConfig:
         """Build from a mapping as to_dict writes it (or flat); "kind" and "preset" keys pick
         the starting point. Checked once, whole; an unknown key is an error naming it."""
-        data = dict(data)
+        data = drop_mask_keys(data, where)
         kind = data.get("kind", "spidr")
         preset = data.pop("preset", "base")
         base = DistillConfig.preset(kind, preset)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hubertlab.data.masking import MaskConfig
 from hubertlab.fingerprint import digest, file_fingerprint
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Upstream",
     "changed_keys",
     "fingerprints",
+    "fold_mask",
 ]
 
 # Bump when a step's outputs change meaning or layout: every finished step becomes stale.
@@ -75,3 +77,14 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two fingerprints."""
     a, b = flatten(old), flatten(new)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def fold_mask(train: dict[str, Any]) -> dict[str, Any]:
+    """A training config's dict with its [mask] table written as fingerprints held it before
+    the table existed (its non-default keys among model.overrides, nothing for defaults):
+    runs finished then stay valid, whichever of the two places a config sets them in."""
+    mask = train.pop("mask", {})
+    changed = {k: v for k, v in mask.items() if v != getattr(MaskConfig, k)}
+    if changed:
+        train["model"]["overrides"] = {**train["model"]["overrides"], **changed}
+    return train

@@ -105,12 +105,12 @@ class CtcTask(FinetuneTask):
         )
 
     def normaliser(self, batch: Batch) -> int:
-        return int(batch.extra["label_lengths"].sum())
+        return int(batch.ctc_label_lengths.sum())
 
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> TaskLoss:
         logits, frame_lengths = model(batch.waveforms, batch.lengths, generator)
         log_probs = F.log_softmax(logits.float(), dim=-1)  # (batch, frames, vocab)
-        labels, label_lengths = batch.extra["ctc_labels"], batch.extra["label_lengths"]
+        labels, label_lengths = batch.ctc_labels, batch.ctc_label_lengths
         loss_sum = F.ctc_loss(
             log_probs.transpose(0, 1),  # (frames, batch, vocab)
             labels.clamp(min=0),

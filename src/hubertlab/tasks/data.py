@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader
 
-from hubertlab.data.dataset import Batch, CropCollator, MaskSpec, ResumableLoader, UnitDataset
+from hubertlab.data.dataset import Batch, CropCollator, ResumableLoader, UnitDataset
 from hubertlab.data.manifest import read_manifest
+from hubertlab.data.masking import MaskConfig
 from hubertlab.data.sampler import BucketBatchSampler
 from hubertlab.data.stream import expand_shards
 from hubertlab.data.stream_loader import StreamBatches
@@ -55,7 +56,7 @@ def load_dataset(
     )
 
 
-def train_collator(data: DataSection, mask: MaskSpec | None, seed: int) -> CropCollator:
+def train_collator(data: DataSection, mask: MaskConfig | None, seed: int) -> CropCollator:
     """Crops, batching and the span mask of the training batches, files or shards alike."""
     return CropCollator(
         max_samples=data.max_samples,
@@ -69,7 +70,7 @@ def train_collator(data: DataSection, mask: MaskSpec | None, seed: int) -> CropC
 def build_train_loader(
     data: DataSection,
     unit_files: Sequence[Path],
-    mask: MaskSpec | None,
+    mask: MaskConfig | None,
     *,
     seed: int,
     rank: int = 0,
@@ -100,7 +101,7 @@ def build_train_loader(
 def build_stream_loader(
     data: DataSection,
     num_unit_sets: int,
-    mask: MaskSpec | None,
+    mask: MaskConfig | None,
     *,
     seed: int,
     rank: int = 0,
@@ -138,7 +139,7 @@ class ValidBatches:
         manifest: Path,
         unit_files: Sequence[Path],
         data: DataSection,
-        mask: MaskSpec | None,
+        mask: MaskConfig | None,
         *,
         rank: int = 0,
         world_size: int = 1,
@@ -193,7 +194,7 @@ class ValidBatches:
 
 
 def pretraining_batches(
-    cfg, mask: MaskSpec | None, *, units: bool, rank: int, world_size: int, pin_memory: bool,
+    cfg, mask: MaskConfig | None, *, units: bool, rank: int, world_size: int, pin_memory: bool,
     standardize: bool = False,
 ):  # fmt: skip
     """The training batches of a pretraining run: streamed from [data] train_shards, or read
@@ -207,7 +208,7 @@ def pretraining_batches(
 
 
 def pretraining_valid_batches(
-    cfg, mask: MaskSpec | None, *, units: bool, rank: int, world_size: int,
+    cfg, mask: MaskConfig | None, *, units: bool, rank: int, world_size: int,
     standardize: bool = False,
 ) -> ValidBatches | None:  # fmt: skip
     """The validation batches of a pretraining run (None without [data] valid_manifest)."""

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from hubertlab.config import to_dict
-from hubertlab.data.dataset import Batch, MaskSpec
+from hubertlab.data.dataset import Batch
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.hubert import HEAD_PREFIXES, HubertModel
 from hubertlab.tasks.base import TaskBase, TaskLoss
@@ -32,10 +32,6 @@ def model_config(cfg: Any) -> HubertConfig:
 
     pretrained, _ = read_checkpoint(cfg.model.from_pretrained)
     return HubertConfig.from_dict({**to_dict(pretrained), **overrides}, where="model.overrides")
-
-
-def mask_spec(model_cfg: HubertConfig) -> MaskSpec:
-    return MaskSpec(model_cfg.mask_prob, model_cfg.mask_length, model_cfg.min_masks)
 
 
 class HubertTask(TaskBase):
@@ -104,15 +100,14 @@ class HubertTask(TaskBase):
         return to_dict(model.cfg)
 
     def train_batches(self, *, rank: int, world_size: int, pin_memory: bool):
-        mask = mask_spec(self.hubert_config)
         return pretraining_batches(
-            self.cfg, mask, units=True, rank=rank, world_size=world_size, pin_memory=pin_memory
-        )
+            self.cfg, self.cfg.mask, units=True, rank=rank, world_size=world_size,
+            pin_memory=pin_memory,
+        )  # fmt: skip
 
     def valid_batches(self, *, rank: int, world_size: int) -> ValidBatches | None:
-        mask = mask_spec(self.hubert_config)
         return pretraining_valid_batches(
-            self.cfg, mask, units=True, rank=rank, world_size=world_size
+            self.cfg, self.cfg.mask, units=True, rank=rank, world_size=world_size
         )
 
     def normaliser(self, batch: Batch) -> int:

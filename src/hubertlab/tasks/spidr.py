@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from hubertlab.config import to_dict
-from hubertlab.data.dataset import Batch, MaskSpec
+from hubertlab.data.dataset import Batch
 from hubertlab.models.codebooks import perplexity
 from hubertlab.models.spidr import DistillModel
 from hubertlab.models.spidr_config import DistillConfig
@@ -113,20 +113,16 @@ class DistillTask(TaskBase):
     def model_config(self, model: nn.Module) -> dict[str, Any]:
         return to_dict(model.cfg)
 
-    def _mask_spec(self) -> MaskSpec:
-        mc = self.distill_config
-        return MaskSpec(mc.mask_prob, mc.mask_length, mc.min_masks)
-
     def train_batches(self, *, rank: int, world_size: int, pin_memory: bool):
         # No units: the teacher gives the targets. Audio standardised as the models were trained.
         return pretraining_batches(
-            self.cfg, self._mask_spec(), units=False, rank=rank, world_size=world_size,
+            self.cfg, self.cfg.mask, units=False, rank=rank, world_size=world_size,
             pin_memory=pin_memory, standardize=True,
         )  # fmt: skip
 
     def valid_batches(self, *, rank: int, world_size: int) -> ValidBatches | None:
         return pretraining_valid_batches(
-            self.cfg, self._mask_spec(), units=False, rank=rank, world_size=world_size,
+            self.cfg, self.cfg.mask, units=False, rank=rank, world_size=world_size,
             standardize=True,
         )  # fmt: skip
 

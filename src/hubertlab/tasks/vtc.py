@@ -92,14 +92,14 @@ class VtcTask(FinetuneTask):
         )
 
     def normaliser(self, batch: Batch) -> int:
-        return int((~batch.extra["ignore"]).sum()) * len(self.classes)
+        return int((~batch.frame_ignore).sum()) * len(self.classes)
 
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> TaskLoss:
         logits, _ = model(batch.waveforms, batch.lengths, generator)
-        frames = min(logits.shape[1], batch.extra["targets"].shape[1])
+        frames = min(logits.shape[1], batch.frame_targets.shape[1])
         logits = logits[:, :frames].float()  # (batch, frames, classes)
-        targets = batch.extra["targets"][:, :frames]
-        scored = ~batch.extra["ignore"][:, :frames]  # (batch, frames)
+        targets = batch.frame_targets[:, :frames]
+        scored = ~batch.frame_ignore[:, :frames]  # (batch, frames)
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         loss_sum = (bce * scored[..., None]).sum()
         with torch.no_grad():

@@ -1,16 +1,21 @@
-"""Pretraining config: one frozen dataclass per TOML table ([model], [data], [optim], [run]).
+"""Pretraining config: one frozen dataclass per TOML table ([model], [data], [mask], [optim],
+[run]).
 
 Everything is checked when the file is loaded, before any data is read or any process started:
 an unknown key or a bad value raises ConfigError naming the file and the key."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from hubertlab.config import ConfigError, from_dict, read_toml
 from hubertlab.constants import SAMPLE_RATE
+from hubertlab.data.masking import MASK_KEYS, MaskConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -212,11 +217,13 @@ class RunSection:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run: the model and what trains when, the data, the optimizer, the run."""
+    """A training run: the model and what trains when, the data and its span mask, the
+    optimizer, the run."""
 
     data: DataSection
     run: RunSection
     model: ModelSection = field(default_factory=ModelSection)
+    mask: MaskConfig = field(default_factory=MaskConfig)  # drawn for the tasks that mask
     optim: OptimSection = field(default_factory=OptimSection)
 
 
@@ -236,7 +243,7 @@ def train_config_from_dict(data: dict[str, Any], where: str = "config") -> Train
     model's task checks what it needs of the config too (its model config, its labels)."""
     from hubertlab.tasks import task_class
 
-    cfg = from_dict(TrainConfig, data, where=where)
+    cfg = from_dict(TrainConfig, move_mask_keys(data, where), where=where)
     try:
         task_class(cfg.model.kind).check_config(cfg)
     except ConfigError as e:
@@ -244,3 +251,29 @@ def train_config_from_dict(data: dict[str, Any], where: str = "config") -> Train
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
     return cfg
+
+
+def move_mask_keys(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """`data` with the mask keys of [model.overrides] (where they lived before [mask]) moved
+    to [mask], each with a deprecation warning; a key given in both places is an error."""
+    model = data.get("model")
+    overrides = model.get("overrides") if isinstance(model, dict) else None
+    if not isinstance(overrides, dict) or not set(MASK_KEYS) & set(overrides):
+        return data
+    mask = data.get("mask", {})
+    if not isinstance(mask, dict):
+        return data  # from_dict names the bad table
+    mask, overrides = dict(mask), dict(overrides)
+    for key in MASK_KEYS:
+        if key not in overrides:
+            continue
+        if key in mask:
+            raise ConfigError(
+                f"{where}: model.overrides.{key} and mask.{key} both set; keep only mask.{key}"
+            )
+        log.warning(
+            "%s: model.overrides.%s is deprecated; it is read as mask.%s (move it to [mask])",
+            where, key, key,
+        )  # fmt: skip
+        mask[key] = overrides.pop(key)
+    return {**data, "model": {**model, "overrides": overrides}, "mask": mask}
