@@ -107,7 +107,7 @@ def _encoder(kind: str, pretrained: Path) -> dict[str, Any]:
 def _config(task: str, kind: str, pretrained: Path, data: dict, run_dir: Path, steps: int,
             seed: int) -> Any:  # fmt: skip
     from hubertlab.finetune.models import pretrained_backbone
-    from hubertlab.train.finetune_config import finetune_config_from_dict
+    from hubertlab.tasks.finetune_config import finetune_config_from_dict
 
     layers = _encoder(kind, pretrained)
     # VTC reads a weighted sum of the layers (segma); CTC the last layer (what exports), with
@@ -148,11 +148,12 @@ def _vtc_score(cfg: Any, corpus: Path) -> dict[str, Any]:
     from hubertlab.finetune.postprocess import load_thresholds
     from hubertlab.finetune.rttm import read_rttm_files, read_uem, write_rttm
     from hubertlab.finetune.windows import load_recordings
-    from hubertlab.train.finetune_run import THRESHOLDS_FILE, best_checkpoint
+    from hubertlab.tasks.vtc import THRESHOLDS_FILE
+    from hubertlab.train.checkpoint import best_checkpoint
     from hubertlab.train.validate import model_from_checkpoint
 
     out, classes = Path(cfg.run.out_dir), tuple(cfg.finetune.classes)
-    model = model_from_checkpoint(best_checkpoint(out))
+    model = model_from_checkpoint(best_checkpoint(out / "checkpoints"))
     thresholds = load_thresholds(out / THRESHOLDS_FILE, classes)
     test = corpus / "test"
     turns = predict_turns(model, load_recordings(test / "manifest.csv", {}), thresholds, classes)
@@ -176,11 +177,11 @@ def _ctc_score(cfg: Any, eval_corpus: Path) -> dict[str, Any]:
         read_transcripts,
         write_transcripts,
     )
-    from hubertlab.train.finetune_run import best_checkpoint
+    from hubertlab.train.checkpoint import best_checkpoint
     from hubertlab.train.validate import model_from_checkpoint
 
     out = Path(cfg.run.out_dir)
-    model = model_from_checkpoint(best_checkpoint(out))
+    model = model_from_checkpoint(best_checkpoint(out / "checkpoints"))
     texts = transcribe(
         model, read_manifest(eval_corpus / "manifest.csv"), CharVocab(model.cfg.outputs)
     )
@@ -192,14 +193,14 @@ def _ctc_score(cfg: Any, eval_corpus: Path) -> dict[str, Any]:
 
 def _run_one(task, kind, pretrained, data, run_dir, steps, seed, score) -> dict[str, Any]:
     """Fine-tune (or resume) and score one (task, encoder); a finished score is kept."""
-    from hubertlab.train.finetune_run import run_finetune
+    from hubertlab.train.loop import train
 
     done = run_dir / "score.json"
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
     cfg = _config(task, kind, pretrained, data, run_dir, steps, seed)
     start, cpu = time.perf_counter(), time.process_time()
-    run_finetune(cfg)
+    train(cfg)
     train_s = time.perf_counter() - start
     result = {"task": task, "encoder": kind, "steps": steps, "train_s": round(train_s, 1),
               **score(cfg)}  # fmt: skip

@@ -18,6 +18,7 @@ from hubertlab.pipeline.config import IterationConfig, PipelineConfig
 from hubertlab.pipeline.executor import run_shards
 from hubertlab.pipeline.fingerprint import step_fingerprints
 from hubertlab.pipeline.runner import Step
+from hubertlab.tasks import PRETRAINING, pretraining_kind
 from hubertlab.units.assign import UNITS_NAME, read_units
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def train_tables(cfg: PipelineConfig, k: int) -> dict[str, Any]:
 def predicts_units(cfg: PipelineConfig, k: int) -> bool:
     """Whether iteration k's objective trains on units (HuBERT) or needs none (SpidR,
     DinoSR: self-distillation, so the iteration has no features/k-means/units steps)."""
-    return (train_tables(cfg, k).get("model") or {}).get("kind", "hubert") == "hubert"
+    task = PRETRAINING.get(pretraining_kind(train_tables(cfg, k).get("model")))
+    return task is not None and task.needs_units  # an unknown kind fails in train_config
 
 
 def train_config(cfg: PipelineConfig, k: int):

@@ -43,7 +43,9 @@ def mask_spec(model_cfg: HubertConfig) -> MaskSpec:
 class HubertTask(TaskBase):
     """Masked prediction of k-means units (REFERENCE 2)."""
 
+    names = {"hubert": "HuBERT"}
     kind = "hubert"
+    needs_units = True
     head_prefixes = HEAD_PREFIXES
     metric_names = (
         "num_masked",

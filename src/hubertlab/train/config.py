@@ -18,6 +18,7 @@ from hubertlab.config import (
     read_toml_with_overrides,
 )
 from hubertlab.constants import SAMPLE_RATE
+from hubertlab.tasks import DEFAULT_KIND, PRETRAINING_KINDS, task_class
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ class ModelSection:
     """Which model to train: a preset with overrides, or continued pretraining; which of its
     parameters train when."""
 
-    # The objective (hubertlab.tasks): "hubert" masked prediction of units; "spidr" and
-    # "dinosr" self-distillation (no unit labels).
-    kind: Literal["hubert", "spidr", "dinosr"] = "hubert"
+    # The objective (hubertlab.tasks.PRETRAINING): "hubert" masked prediction of units; "spidr"
+    # and "dinosr" self-distillation (no unit labels).
+    kind: Literal[PRETRAINING_KINDS] = DEFAULT_KIND
     preset: Literal["tiny", "base", "large", "xlarge"] = "base"
     # Any field of the model's config, e.g. {hidden_dim = 128, num_layers = 2} (backbone fields
     # may be given flat). num_units comes from [data].
@@ -159,8 +160,6 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
 def train_config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     """The same checks for a config held in memory (e.g. the one saved in a checkpoint); the
     model's task checks what it needs of the config too (its model config, its labels)."""
-    from hubertlab.tasks import task_class
-
     cfg = from_dict(TrainConfig, data, where=where)
     try:
         task_class(cfg.model.kind).check_config(cfg)
