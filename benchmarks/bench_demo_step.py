@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from hubertlab.allocator import keep_freed_memory
+from hubertlab.config import OptimSection
 from hubertlab.data.dataset import Batch
 from hubertlab.data.masking import compute_span_mask
 from hubertlab.models import components
 from hubertlab.tasks import build_task
-from hubertlab.train.config import OptimSection, train_config_from_dict
+from hubertlab.train.config import train_config_from_dict
 from hubertlab.train.optim import build_optimizer
 from hubertlab.train.validate import forward_loss
 

@@ -21,12 +21,13 @@ import torch
 from bench_model import CosineHead  # noqa: E402
 
 from hubertlab.allocator import keep_freed_memory
+from hubertlab.config import OptimSection
 from hubertlab.data.dataset import Batch
 from hubertlab.data.masking import MaskConfig
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.convert import hf_config_dict
 from hubertlab.tasks import build_task
-from hubertlab.train.config import OptimSection, train_config_from_dict
+from hubertlab.train.config import train_config_from_dict
 from hubertlab.train.optim import build_optimizer
 from hubertlab.train.validate import forward_loss
 

@@ -1,6 +1,7 @@
 """Typed configs: frozen dataclasses filled from TOML, checked on load with messages that name
-the file and the key. Each stage defines its own dataclass; this module only knows how to fill
-one from a mapping."""
+the file and the key. Each stage defines its own dataclass; this module knows how to fill one
+from a mapping, and holds the [optim] and [run] tables every training run shares (pretraining
+and fine-tuning alike), so that each task can keep its own config beside it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import tomllib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -141,3 +143,93 @@ def to_dict(obj: Any) -> Any:
 def load_config(cls: type[T], path: str | Path) -> T:
     """Read TOML file `path` into dataclass `cls`, naming the file in every error."""
     return from_dict(cls, read_toml(path), where=str(path))
+
+
+def read_toml_with_overrides(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """TOML file `path` with `overrides` ({"run": {"out_dir": ...}}) replacing keys of its
+    tables (used by the CLI and tests)."""
+    data = read_toml(path)
+    for table, values in (overrides or {}).items():
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"{path}: {table} must be a table")
+        data[table] = {**data.get(table, {}), **values}
+    return data
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """AdamW and the learning-rate schedule (fairseq HuBERT base defaults)."""
+
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None  # overrides warmup_fraction when set
+    warmup_fraction: float = 0.08  # of max_steps (fairseq base: 32k of 400k)
+    schedule: Literal["linear", "cosine", "tri_stage", "constant"] = "linear"
+    hold_fraction: float = 0.4  # tri_stage: steps at the peak after warm-up, fraction of max_steps
+    final_lr_scale: float = 0.0  # lr at max_steps / lr (tri_stage: exponential decay, > 0)
+    clip_grad_norm: float = 10.0  # 0: no clipping (the norm is still computed and logged)
+    grad_accum: int = 1  # micro-batches per step and rank
+    max_steps: int = 250_000
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: must be in [0, 1), got {list(self.betas)}")
+        if self.eps <= 0 or self.weight_decay < 0 or self.clip_grad_norm < 0:
+            raise ValueError("eps must be > 0, weight_decay and clip_grad_norm >= 0")
+        if self.grad_accum < 1 or self.max_steps < 1:
+            raise ValueError(
+                f"grad_accum and max_steps must be >= 1 (got {self.grad_accum}, {self.max_steps})"
+            )
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
+            raise ValueError(f"warmup_steps: must be in [0, max_steps], got {self.warmup_steps}")
+        for name in ("warmup_fraction", "hold_fraction", "final_lr_scale"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.schedule == "tri_stage" and self.final_lr_scale <= 0:
+            raise ValueError("final_lr_scale: must be > 0 for schedule 'tri_stage'")
+
+    @property
+    def num_warmup_steps(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(self.warmup_fraction * self.max_steps)
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """Where and how: output folder, seed, precision, devices, logging, checkpoints."""
+
+    out_dir: Path
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast, no loss scaling
+    compile: bool = False  # torch.compile the model
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    fsdp: bool = False  # shard parameters with FSDP2 (large/xlarge on many GPUs) instead of DDP
+    log_every: int = 10  # steps between metric lines
+    ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    keep_last: int = 2  # checkpoints kept besides the best
+    # Also keep every checkpoint whose step is a multiple of this (0: off): the points of an
+    # ABX learning curve (`hubertlab abx --checkpoints`).
+    keep_every: int = 0
+    valid_every: int = 1000  # steps between validations (0: never; also runs at the end)
+    tensorboard: bool = False
+    progress_bar: bool = True
+    max_nonfinite_in_a_row: int = 10  # skipped steps (NaN/inf loss or grad) before giving up
+    num_threads: int = 0  # torch intra-op threads per process (0: torch's default)
+    # Keep freed memory in the process (glibc): large activations are not page-faulted in
+    # again every step (hubertlab.allocator); the process then holds its peak memory.
+    keep_freed_memory: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "ckpt_every", "keep_last", "max_nonfinite_in_a_row"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("valid_every", "num_threads", "keep_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")

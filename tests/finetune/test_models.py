@@ -108,7 +108,7 @@ def test_bad_model_config():
 def test_example_configs_load(name):
     from pathlib import Path
 
-    from hubertlab.train.finetune_config import load_finetune_config
+    from hubertlab.tasks.finetune_config import load_finetune_config
 
     cfg = load_finetune_config(Path(__file__).resolve().parents[2] / "configs" / name)
     assert cfg.finetune.task == name[9:12] and cfg.optim.max_steps == 300

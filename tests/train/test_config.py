@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from hubertlab.cli import main
-from hubertlab.config import ConfigError
-from hubertlab.train.config import OptimSection, load_train_config
+from hubertlab.config import ConfigError, OptimSection
+from hubertlab.train.config import load_train_config
 from hubertlab.train.optim import lr_at
 from tests.train_fixtures import write_config
 

@@ -7,6 +7,7 @@ import argparse
 from hubertlab.commands.args import ranged_float
 from hubertlab.demo.finetune import FinetuneDemoSettings, run_finetune_demo
 from hubertlab.demo.recipe import MODEL_CHOICES, DemoSettings, check_model, run_demo
+from hubertlab.tasks import DEFAULT_KIND
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--model",
-        default="hubert",
+        default=DEFAULT_KIND,
         help=f"{', '.join(MODEL_CHOICES)}: which model(s) to train on the demo corpus (hubert: "
         "two iterations into OUT/run; spidr, dinosr: one into OUT/run-<model>; all: each in "
         "turn); any but hubert also writes OUT/models.md, the models of OUT side by side",

@@ -33,11 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hubertlab.finetune.export import export_ctc_transformers, read_finetuned
+    from hubertlab.tasks import FINETUNING
 
-    finetuned = read_finetuned(args.checkpoint)
+    finetuned = read_finetuned(args.checkpoint, FINETUNING)
     if finetuned is not None:
-        if args.to != "hf":
-            raise ValueError(f"{args.checkpoint}: a fine-tuning checkpoint exports --to hf only")
+        formats = FINETUNING[finetuned.cfg.task].exports_to
+        if args.to not in formats:
+            raise ValueError(
+                f"{args.checkpoint}: a {finetuned.cfg.task!r} fine-tuning checkpoint exports "
+                + (f"--to {' | '.join(formats)} only" if formats else "to no format")
+            )
         out = export_ctc_transformers(finetuned, args.out)
         print(f"{args.checkpoint} -> {out} (HubertForCTC + processor)")
         return 0

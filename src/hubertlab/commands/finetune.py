@@ -14,12 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.train.finetune_config import load_finetune_config
-    from hubertlab.train.finetune_run import run_finetune
+    from hubertlab.tasks.finetune_config import load_finetune_config
+    from hubertlab.train.loop import train
 
     overrides = {"run": {"out_dir": args.out_dir}} if args.out_dir else None
     cfg = load_finetune_config(args.config, overrides)  # every check happens before any work
-    result = run_finetune(cfg)
+    result = train(cfg)
     if result.get("rank", 0) == 0:
         print(json.dumps({k: v for k, v in result.items() if k != "valid"}, default=str))
     return 0

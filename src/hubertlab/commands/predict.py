@@ -46,7 +46,7 @@ def _thresholds(args: argparse.Namespace, classes: tuple[str, ...]):
     import numpy as np
 
     from hubertlab.finetune.postprocess import DEFAULT_THRESHOLD, load_thresholds
-    from hubertlab.train.finetune_run import THRESHOLDS_FILE
+    from hubertlab.tasks.vtc import THRESHOLDS_FILE
 
     path = Path(args.thresholds) if args.thresholds else None
     if path is None:
@@ -67,17 +67,19 @@ def run(args: argparse.Namespace) -> int:
     from hubertlab.finetune.rttm import write_rttm
     from hubertlab.finetune.text import CharVocab, write_transcripts
     from hubertlab.finetune.windows import load_recordings
-    from hubertlab.tasks import task_class
+    from hubertlab.tasks import FINETUNING, TASKS
     from hubertlab.train.checkpoint import load_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
     state = load_checkpoint(args.checkpoint)
-    task = state.get("model_kind")
-    if task not in ("vtc", "ctc") or "model_config" not in state:
-        raise ValueError(f"{args.checkpoint}: not a fine-tuning checkpoint (vtc or ctc)")
-    model = task_class(task).model_from_state(state)
-    if task == "ctc":
+    task = TASKS.get(state.get("model_kind"))  # a task that predicts: fine-tuning's
+    if task is None or task.predicts is None or "model_config" not in state:
+        raise ValueError(
+            f"{args.checkpoint}: not a fine-tuning checkpoint ({' or '.join(FINETUNING)})"
+        )
+    model = task.model_from_state(state)
+    if task.predicts == "transcripts":
         texts = transcribe(model, read_manifest(args.manifest), CharVocab(model.cfg.outputs))
         write_transcripts(texts, args.out)
         print(f"{len(texts)} transcripts -> {args.out}")

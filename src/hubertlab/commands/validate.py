@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hubertlab.config import read_toml
+    from hubertlab.tasks.finetune_config import load_finetune_config
     from hubertlab.train.config import load_train_config
     from hubertlab.train.distributed import pick_device
-    from hubertlab.train.finetune_config import load_finetune_config
     from hubertlab.train.validate import validate_checkpoints
 
     finetuning = "finetune" in read_toml(args.config)

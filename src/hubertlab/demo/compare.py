@@ -16,10 +16,11 @@ from hubertlab.pipeline.config import (
 )
 from hubertlab.pipeline.report import baseline_scores, fmt, read_json, step_seconds
 from hubertlab.pipeline.steps import build_steps
+from hubertlab.tasks import PRETRAINING_KINDS, display_name
 from hubertlab.train.metrics import read_metrics
 
 # The models `hubertlab demo --model` trains, by model kind, as the report names them.
-MODEL_NAMES = {"hubert": "HuBERT", "spidr": "SpidR", "dinosr": "DinoSR"}
+MODEL_NAMES = {kind: display_name(kind) for kind in PRETRAINING_KINDS}
 
 CAPTION = """\
 One row per model (its last iteration) on the held-out corpus, then the MFCC baselines. ABX:

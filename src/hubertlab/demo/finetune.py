@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,34 @@ class FinetuneDemoSettings:
         )
 
     def run_name(self, task: str, kind: str) -> str:
-        """The folder of one run: another budget, VTC corpus or seed is another run."""
-        if task == "vtc":
-            return f"vtc-{kind}-{self.vtc_steps}steps-{self.vtc_tag()}"
-        # Seed 0 keeps the name CTC runs had before the seed was part of it.
+        """The folder of one run of `task` from encoder `kind` (the `<task>_run_name` below):
+        another budget, VTC corpus or seed is another run."""
+        return getattr(self, f"{task}_run_name")(kind)
+
+    def vtc_run_name(self, kind: str) -> str:
+        """The folder of one VTC run: another budget, VTC corpus or seed is another run."""
+        return f"vtc-{kind}-{self.vtc_steps}steps-{self.vtc_tag()}"
+
+    def ctc_run_name(self, kind: str) -> str:
+        """The folder of one CTC run. Seed 0 keeps the name CTC runs had before the seed was
+        part of it."""
         return f"ctc-{kind}-{self.ctc_steps}steps" + (f"-seed{self.seed}" if self.seed else "")
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """How the demo fine-tunes one task: its [finetune] task, [data], steps and peak lr, the
+    hidden state its head reads, its run folders and its score on held-out data."""
+
+    task: str
+    data: dict[str, Any]
+    steps: int
+    lr: float
+    # The last layer (what exports), the encoder frozen for the first sixth of the steps (the
+    # CTC recipe); otherwise a weighted sum of the layers (segma's VTC).
+    last_layer: bool
+    run_name: Callable[[str], str]  # encoder kind -> run folder name
+    score: Callable[[Any], dict[str, Any]]  # the run's config -> its scores
 
 
 def pretrained_model(out: Path, path: str | None = None) -> Path:
@@ -104,24 +128,22 @@ def _encoder(kind: str, pretrained: Path) -> dict[str, Any]:
     return {"encoder": "mfcc", "mfcc_dim": backbone.hidden_dim}
 
 
-def _config(task: str, kind: str, pretrained: Path, data: dict, run_dir: Path, steps: int,
-            seed: int) -> Any:  # fmt: skip
+def _config(recipe: DemoRecipe, kind: str, pretrained: Path, run_dir: Path, seed: int) -> Any:
     from hubertlab.finetune.models import pretrained_backbone
-    from hubertlab.train.finetune_config import finetune_config_from_dict
+    from hubertlab.tasks.finetune_config import finetune_config_from_dict
 
+    task, steps = recipe.task, recipe.steps
     layers = _encoder(kind, pretrained)
-    # VTC reads a weighted sum of the layers (segma); CTC the last layer (what exports), with
-    # the encoder frozen for its first sixth of the steps.
-    if task == "ctc":
+    if recipe.last_layer:
         num_layers = pretrained_backbone(str(pretrained), {})[0].num_layers
         layers["layer"] = 0 if kind == "mfcc" else num_layers
         layers["freeze_encoder_steps"] = steps // 6
     return finetune_config_from_dict(
         {
             "finetune": {"task": task, **layers},
-            "data": data,
+            "data": recipe.data,
             "optim": {
-                "lr": 5e-4 if task == "vtc" else 1e-3,
+                "lr": recipe.lr,
                 "warmup_fraction": 0.1,
                 "schedule": "cosine",
                 "max_steps": steps,
@@ -148,11 +170,12 @@ def _vtc_score(cfg: Any, corpus: Path) -> dict[str, Any]:
     from hubertlab.finetune.postprocess import load_thresholds
     from hubertlab.finetune.rttm import read_rttm_files, read_uem, write_rttm
     from hubertlab.finetune.windows import load_recordings
-    from hubertlab.train.finetune_run import THRESHOLDS_FILE, best_checkpoint
+    from hubertlab.tasks.vtc import THRESHOLDS_FILE
+    from hubertlab.train.checkpoint import best_checkpoint
     from hubertlab.train.validate import model_from_checkpoint
 
     out, classes = Path(cfg.run.out_dir), tuple(cfg.finetune.classes)
-    model = model_from_checkpoint(best_checkpoint(out))
+    model = model_from_checkpoint(best_checkpoint(out / "checkpoints"))
     thresholds = load_thresholds(out / THRESHOLDS_FILE, classes)
     test = corpus / "test"
     turns = predict_turns(model, load_recordings(test / "manifest.csv", {}), thresholds, classes)
@@ -176,11 +199,11 @@ def _ctc_score(cfg: Any, eval_corpus: Path) -> dict[str, Any]:
         read_transcripts,
         write_transcripts,
     )
-    from hubertlab.train.finetune_run import best_checkpoint
+    from hubertlab.train.checkpoint import best_checkpoint
     from hubertlab.train.validate import model_from_checkpoint
 
     out = Path(cfg.run.out_dir)
-    model = model_from_checkpoint(best_checkpoint(out))
+    model = model_from_checkpoint(best_checkpoint(out / "checkpoints"))
     texts = transcribe(
         model, read_manifest(eval_corpus / "manifest.csv"), CharVocab(model.cfg.outputs)
     )
@@ -190,19 +213,21 @@ def _ctc_score(cfg: Any, eval_corpus: Path) -> dict[str, Any]:
     return {"cer": rate.cer, "wer": rate.wer}
 
 
-def _run_one(task, kind, pretrained, data, run_dir, steps, seed, score) -> dict[str, Any]:
+def _run_one(recipe: DemoRecipe, kind: str, pretrained: Path, run_dir: Path,
+             seed: int) -> dict[str, Any]:  # fmt: skip
     """Fine-tune (or resume) and score one (task, encoder); a finished score is kept."""
-    from hubertlab.train.finetune_run import run_finetune
+    from hubertlab.train.loop import train
 
     done = run_dir / "score.json"
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
-    cfg = _config(task, kind, pretrained, data, run_dir, steps, seed)
+    cfg = _config(recipe, kind, pretrained, run_dir, seed)
     start, cpu = time.perf_counter(), time.process_time()
-    run_finetune(cfg)
+    train(cfg)
     train_s = time.perf_counter() - start
+    task, steps = recipe.task, recipe.steps
     result = {"task": task, "encoder": kind, "steps": steps, "train_s": round(train_s, 1),
-              **score(cfg)}  # fmt: skip
+              **recipe.score(cfg)}  # fmt: skip
     # CPU time (all threads) as well: on a shared machine it measures the work.
     result["total_s"] = round(time.perf_counter() - start, 1)
     result["cpu_s"] = round(time.process_time() - cpu, 1)
@@ -256,16 +281,18 @@ def finetune_runs(out: Path, settings: FinetuneDemoSettings, kinds, pretrained: 
         "batch_seconds": 32.0,
         "max_utterance_seconds": 16.0,
     }
+    recipes = (
+        DemoRecipe("vtc", vtc_data, settings.vtc_steps, lr=5e-4, last_layer=False,
+                   run_name=settings.vtc_run_name, score=lambda cfg: _vtc_score(cfg, vtc)),
+        DemoRecipe("ctc", ctc_data, settings.ctc_steps, lr=1e-3, last_layer=True,
+                   run_name=settings.ctc_run_name,
+                   score=lambda cfg: _ctc_score(cfg, corpus / "eval")),
+    )  # fmt: skip
     results = []
     for kind in kinds:
-        for task, data, steps, score in (
-            ("vtc", vtc_data, settings.vtc_steps, lambda cfg: _vtc_score(cfg, vtc)),
-            ("ctc", ctc_data, settings.ctc_steps, lambda cfg: _ctc_score(cfg, corpus / "eval")),
-        ):
-            run_dir = root / settings.run_name(task, kind)
-            results.append(
-                _run_one(task, kind, pretrained, data, run_dir, steps, settings.seed, score)
-            )
+        for recipe in recipes:
+            run_dir = root / recipe.run_name(kind)
+            results.append(_run_one(recipe, kind, pretrained, run_dir, settings.seed))
     return results
 
 

@@ -16,6 +16,7 @@ from hubertlab.demo.compare import MODEL_NAMES, write_models_report
 from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 from hubertlab.fileio import atomic_write_text
 from hubertlab.pipeline.run import run_pipeline
+from hubertlab.tasks import DEFAULT_KIND, PRETRAINING, PRETRAINING_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,13 @@ class DemoSettings:
             )
 
     def steps_of(self, model: str) -> int:
-        """Training steps of a `--model spidr|dinosr` run."""
-        return {"spidr": self.spidr_steps, "dinosr": self.dinosr_steps}[model]
+        """Training steps of a `--model spidr|dinosr` run (the `<model>_steps` setting)."""
+        return getattr(self, f"{model}_steps")
 
 
-# `hubertlab demo --model`: which models to train ("all": each in turn).
-MODELS = ("hubert", "spidr", "dinosr")
+# `hubertlab demo --model`: which models to train ("all": each in turn), every pretraining
+# task's; the default one (HuBERT) is the demo's own.
+MODELS = PRETRAINING_KINDS
 MODEL_CHOICES = (*MODELS, "all")
 
 
@@ -217,11 +219,11 @@ def check_model(model: str) -> tuple[str, ...]:
 
 def config_path(out_dir: str | Path, model: str) -> Path:
     """OUT/pipeline.toml for HuBERT (the demo's own), OUT/pipeline-<model>.toml otherwise."""
-    return Path(out_dir) / ("pipeline.toml" if model == "hubert" else f"pipeline-{model}.toml")
+    return Path(out_dir) / ("pipeline.toml" if model == DEFAULT_KIND else f"pipeline-{model}.toml")
 
 
 def prepare_demo(
-    out_dir: str | Path, settings: DemoSettings = DemoSettings(), model: str = "hubert"
+    out_dir: str | Path, settings: DemoSettings = DemoSettings(), model: str = DEFAULT_KIND
 ) -> Path:
     """Synthesize both corpora (kept when already built) and write the pipeline config of
     `model` ("hubert": two iterations; "spidr", "dinosr": one); returns the config path."""
@@ -237,7 +239,7 @@ def prepare_demo(
         workers=settings.workers or None,
     )
     config = config_path(out, model)
-    if model == "hubert":
+    if PRETRAINING[model].needs_units:  # iterations of units (k-means), HuBERT's recipe
         text = PIPELINE_TEMPLATE.format(
             config_name=config,
             seed=settings.seed,
@@ -262,7 +264,7 @@ def prepare_demo(
 
 
 def run_demo(
-    out_dir: str | Path, settings: DemoSettings = DemoSettings(), model: str = "hubert"
+    out_dir: str | Path, settings: DemoSettings = DemoSettings(), model: str = DEFAULT_KIND
 ) -> Path:
     """Prepare and run the pipeline of each model `model` names (each resumes where it
     stopped), each writing its report. Returns the HuBERT run's report for "hubert" (the
@@ -273,7 +275,7 @@ def run_demo(
     for name in models:
         log.info("demo: %s", name)
         report = run_pipeline(prepare_demo(out_dir, settings, name))
-    if model == "hubert":
+    if model == DEFAULT_KIND:
         return report
     configs = {m: config_path(out_dir, m) for m in MODELS if config_path(out_dir, m).is_file()}
     return write_models_report(out_dir, configs)

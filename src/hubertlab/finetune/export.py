@@ -11,6 +11,7 @@ the last hidden state (after the pre-LN final norm), never a chosen layer or a w
 
 from __future__ import annotations
 
+from collections.abc import Container
 from pathlib import Path
 
 from hubertlab.finetune.models import FinetuneModel
@@ -19,7 +20,8 @@ from hubertlab.models.config import HubertConfig
 
 
 def export_ctc_transformers(model: FinetuneModel, out_dir: str | Path) -> Path:
-    """Write HubertForCTC + processor files to out_dir; returns it."""
+    """Write HubertForCTC + processor files to out_dir; returns it. `model` is a CTC model
+    (the caller asks its task, Task.exports_to)."""
     try:
         import transformers
     except ImportError as e:
@@ -28,7 +30,7 @@ def export_ctc_transformers(model: FinetuneModel, out_dir: str | Path) -> Path:
     from hubertlab.models.convert import hf_config_dict, ours_to_hf
 
     cfg = model.cfg
-    if cfg.task != "ctc" or cfg.encoder != "backbone":
+    if cfg.encoder != "backbone":
         raise ValueError("only CTC models with a Transformer encoder export to HubertForCTC")
     if cfg.layer != cfg.num_layers:
         raise ValueError(
@@ -71,9 +73,10 @@ def export_ctc_transformers(model: FinetuneModel, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def read_finetuned(path: str | Path) -> FinetuneModel | None:
-    """The model of a fine-tuning training checkpoint (vtc or ctc); None for anything else
-    (a pretraining checkpoint or folder, other formats)."""
+def read_finetuned(path: str | Path, kinds: Container[str]) -> FinetuneModel | None:
+    """The model of a fine-tuning training checkpoint (its model_kind one of `kinds`, the
+    fine-tuning tasks); None for anything else (a pretraining checkpoint or folder, other
+    formats)."""
     from hubertlab.finetune.models import model_from_state
     from hubertlab.models.checkpoint import safe_load
 
@@ -81,6 +84,6 @@ def read_finetuned(path: str | Path) -> FinetuneModel | None:
     if not path.is_file() or path.suffix != ".pt":
         return None
     state = safe_load(path)
-    if not isinstance(state, dict) or state.get("model_kind") not in ("vtc", "ctc"):
+    if not isinstance(state, dict) or state.get("model_kind") not in kinds:
         return None
     return model_from_state(state)

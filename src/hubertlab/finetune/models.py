@@ -29,7 +29,7 @@ WEIGHTED = "weighted"
 class FinetuneModelConfig:
     """What a checkpoint keeps to rebuild a fine-tuning model."""
 
-    task: Literal["vtc", "ctc"]
+    task: str  # the task's name ([finetune] task); hubertlab.tasks reads it, nothing here does
     outputs: tuple[str, ...]  # class names (vtc) or vocabulary tokens, id order (ctc)
     encoder: Literal["backbone", "mfcc"] = "backbone"
     backbone: BackboneConfig | None = None  # encoder "backbone"
@@ -210,11 +210,11 @@ def model_from_state(state: dict[str, Any]) -> FinetuneModel:
     return model
 
 
-def model_for_section(section: Any, outputs: tuple[str, ...]) -> FinetuneModel:
-    """A fresh model as a [finetune] section asks (hubertlab.train.finetune_config): its
-    encoder pretrained, random or MFCC, its layer, dropout and head over `outputs`."""
+def model_for_section(section: Any, outputs: tuple[str, ...], dropout: float) -> FinetuneModel:
+    """A fresh model as a [finetune] section asks (hubertlab.tasks.finetune_config): its
+    encoder pretrained, random or MFCC, its layer, and a head over `outputs` after `dropout`."""
     fields: dict[str, Any] = dict(
-        task=section.task, outputs=outputs, layer=section.layer, dropout=section.head_dropout
+        task=section.task, outputs=outputs, layer=section.layer, dropout=dropout
     )
     state = None
     if section.encoder == "mfcc":

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hubertlab.config import ConfigError, from_dict, read_toml
+from hubertlab.config import ConfigError, RunSection, from_dict, read_toml
 from hubertlab.pipeline.executor import ExecutorConfig
-from hubertlab.train.config import RunSection, TrainConfig, train_config_from_dict
+from hubertlab.tasks import PRETRAINING, pretraining_kind
+from hubertlab.train.config import TrainConfig, train_config_from_dict
 from hubertlab.units.assign import UNITS_NAME
 
 # Keys of [train.data] the pipeline fills in itself.
@@ -167,7 +168,8 @@ def train_tables(cfg: PipelineConfig, k: int) -> dict[str, Any]:
 def predicts_units(cfg: PipelineConfig, k: int) -> bool:
     """Whether iteration k's objective trains on units (HuBERT) or needs none (SpidR,
     DinoSR: self-distillation, so the iteration has no features/k-means/units steps)."""
-    return (train_tables(cfg, k).get("model") or {}).get("kind", "hubert") == "hubert"
+    task = PRETRAINING.get(pretraining_kind(train_tables(cfg, k).get("model")))
+    return task is not None and task.needs_units  # an unknown kind fails in train_config
 
 
 def train_config(cfg: PipelineConfig, k: int) -> TrainConfig:

@@ -9,9 +9,10 @@ so the loop can add micro-batches and ranks without knowing what they count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -44,9 +45,21 @@ class Batches(Protocol):
 
 
 class Task(Protocol):
-    """What the training loop calls. TaskBase gives the usual defaults."""
+    """What the training loop calls, and what callers ask a task instead of testing its name.
+    TaskBase gives the usual defaults."""
 
+    # The `[model] kind` / `[finetune] task` values this class trains, with their display names
+    # (hubertlab.tasks maps them to the class).
+    names: ClassVar[dict[str, str]]
+    needs_units: ClassVar[bool]  # trains on k-means units ([data] train_units)
+    predicts: ClassVar[str | None]  # what `hubertlab predict` writes: "rttm", "transcripts"
+    exports_to: ClassVar[tuple[str, ...]]  # `hubertlab export --to` of its checkpoints
     metric_names: tuple[str, ...]  # keys of TaskLoss.metrics, in a fixed order
+
+    @staticmethod
+    def check_config(cfg: Any) -> None:
+        """Raise ValueError (naming the key) for what this task needs of its config and did
+        not get; called when the config is read, before any work."""
 
     def build_model(self) -> nn.Module:
         """A fresh model (or one continued from pretrained weights), on the CPU."""
@@ -88,17 +101,32 @@ class Task(Protocol):
     def fsdp_units(self, model: nn.Module) -> list[nn.Module]:
         """Submodules FSDP shards one by one (the Transformer layers)."""
 
+    def after_training(self, best: Path, load_model: Callable[[Path], nn.Module]) -> dict[str, Any]:
+        """Called once, on the main process, after the last step, with the run's best
+        checkpoint and how to read its model; returns what to add to the run's summary."""
+
 
 class TaskBase:
     """Defaults for a task over a Backbone-based model: nothing after a step, the CNN frozen
     from model.freeze_cnn_from_step, only `head_prefixes` trained for model.head_only_steps."""
 
+    names: ClassVar[dict[str, str]] = {}
+    needs_units: ClassVar[bool] = False
+    predicts: ClassVar[str | None] = None
+    exports_to: ClassVar[tuple[str, ...]] = ()
     metric_names: tuple[str, ...] = ()
     head_prefixes: tuple[str, ...] = ()
     cnn_prefixes: tuple[str, ...] = ("backbone.cnn.",)
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
+
+    @staticmethod
+    def check_config(cfg: Any) -> None:
+        return None
+
+    def after_training(self, best: Path, load_model: Callable[[Path], nn.Module]) -> dict[str, Any]:
+        return {}
 
     def before_step(self, model: nn.Module, step: int) -> None:
         return None

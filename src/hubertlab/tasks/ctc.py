@@ -39,17 +39,23 @@ log = logging.getLogger(__name__)
 class CtcTask(FinetuneTask):
     """Character CTC on the last layer (or the configured layer / weighted sum)."""
 
+    names = {"ctc": "CTC"}
     kind = "ctc"
+    predicts = "transcripts"
+    # transformers' HubertForCTC (finetune.export; only a head on the last layer fits it).
+    exports_to = ("hf",)
     head_prefixes = ("head.", "layer_weights")
+    default_dropout = 0.1
+    needed_data = ("train_transcripts", "dev_transcripts")
+    own_keys = {
+        "finetune": ("vocab",),
+        "data": ("train_transcripts", "dev_transcripts", "batch_seconds", "max_utterance_seconds"),
+    }
     metric_names = ("utterances", "char_errors", "ref_chars")
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self._vocab: CharVocab | None = None
-
-    @staticmethod
-    def check_config(cfg: Any) -> None:
-        return None
 
     @property
     def vocab(self) -> CharVocab:

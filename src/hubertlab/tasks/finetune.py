@@ -4,7 +4,7 @@ when: the CNN never (freeze_cnn), the rest of the encoder only after freeze_enco
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -14,17 +14,32 @@ from hubertlab.tasks.base import TaskBase
 
 
 class FinetuneTask(TaskBase):
-    """Defaults for a task over a FinetuneModel; cfg is a train.finetune_config.FinetuneConfig."""
+    """Defaults for a task over a FinetuneModel; cfg is a tasks.finetune_config.FinetuneConfig."""
 
     cnn_prefixes = ("backbone.cnn.",)
     encoder_prefix = "backbone."
+    # [data] keys the task cannot do without (unset in the dataclass: no default fits).
+    needed_data: ClassVar[tuple[str, ...]] = ()
+    # Keys only this task reads, by table: the other tasks' config files must not set them.
+    own_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
+    default_dropout: ClassVar[float] = 0.1  # before the head, when [finetune] dropout is unset
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        for name in cls.needed_data:
+            if getattr(cfg.data, name) is None:
+                raise ValueError(f"data.{name}: task {cfg.finetune.task!r} needs it")
+
+    def head_dropout(self) -> float:
+        dropout = self.cfg.finetune.dropout
+        return self.default_dropout if dropout is None else dropout
 
     def outputs(self) -> tuple[str, ...]:
         """Names of the head's outputs (classes or vocabulary tokens)."""
         raise NotImplementedError
 
     def build_model(self) -> nn.Module:
-        return models.model_for_section(self.cfg.finetune, self.outputs())
+        return models.model_for_section(self.cfg.finetune, self.outputs(), self.head_dropout())
 
     @staticmethod
     def model_from_state(state: dict[str, Any]) -> nn.Module:

@@ -37,7 +37,9 @@ def model_config(cfg: Any) -> HubertConfig:
 class HubertTask(TaskBase):
     """Masked prediction of k-means units (REFERENCE 2)."""
 
+    names = {"hubert": "HuBERT"}
     kind = "hubert"
+    needs_units = True
     head_prefixes = HEAD_PREFIXES
     metric_names = (
         "num_masked",

@@ -54,6 +54,8 @@ def model_config(cfg: Any) -> DistillConfig:
 class DistillTask(TaskBase):
     """SpidR / DinoSR self-distillation (REFERENCE 7.1)."""
 
+    names = {"spidr": "SpidR", "dinosr": "DinoSR"}  # one task, two model presets (its kind)
+
     # The CNN and the feature projection freeze together (the spidr recipe, from step 200k).
     cnn_prefixes = ("backbone.cnn.", "backbone.feature_norm.", "backbone.feature_proj.")
 

@@ -1,26 +1,34 @@
 """Voice type classification as a training task: multi-label BCE with logits per 20 ms frame
 and class, summed over the frames that are not ignored (outside the UEM, past a recording's
 end) and normalised by (those frames x classes). Metrics: frame BCE, and frame F1 per class at
-threshold 0.5 with their macro mean (the tuned thresholds come after training)."""
+threshold 0.5 with their macro mean. After training, per-class thresholds are tuned on the dev
+set with the run's best checkpoint (OUT/thresholds.json, what `hubertlab predict` applies)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hubertlab.constants import FRAME_HOP, SAMPLE_RATE
 from hubertlab.data.dataset import Batch
 from hubertlab.finetune.batches import WindowBatches, WindowValidBatches
 from hubertlab.finetune.f1 import f1_from_counts, macro_mean
+from hubertlab.finetune.inference import tune_on_dev
+from hubertlab.finetune.postprocess import save_thresholds
 from hubertlab.finetune.rttm import read_rttm_files, read_uem
 from hubertlab.finetune.windows import Recording, WindowDataset, load_recordings
 from hubertlab.tasks.base import TaskLoss
 from hubertlab.tasks.finetune import FinetuneTask
 
 log = logging.getLogger(__name__)
+
+THRESHOLDS_FILE = "thresholds.json"
 
 
 def read_recordings(manifest, rttm, uem, classes) -> list[Recording]:
@@ -44,8 +52,17 @@ def read_recordings(manifest, rttm, uem, classes) -> list[Recording]:
 class VtcTask(FinetuneTask):
     """Frame-level multi-label voice type classification (segma / VTC 2.x)."""
 
+    names = {"vtc": "VTC"}
     kind = "vtc"
+    predicts = "rttm"
     head_prefixes = ("head.", "layer_weights")
+    default_dropout = 0.5  # segma's
+    needed_data = ("train_rttm", "dev_rttm")
+    own_keys = {
+        "finetune": ("classes",),
+        "data": ("train_rttm", "dev_rttm", "train_uem", "dev_uem", "window_seconds",
+                 "batch_size", "windows_per_epoch"),
+    }  # fmt: skip
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -54,9 +71,11 @@ class VtcTask(FinetuneTask):
             f"{kind}_{c}" for c in self.classes for kind in ("tp", "fp", "fn")
         )
 
-    @staticmethod
-    def check_config(cfg: Any) -> None:
-        return None
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        super().check_config(cfg)
+        if cfg.finetune.vocab is not None:
+            raise ValueError("finetune.vocab: only for task 'ctc'")
 
     def outputs(self) -> tuple[str, ...]:
         return self.classes
@@ -130,3 +149,17 @@ class VtcTask(FinetuneTask):
         if mean is not None:
             out["f1_macro"] = mean
         return out
+
+    def after_training(self, best: Path, load_model: Callable[[Path], nn.Module]) -> dict[str, Any]:
+        """Thresholds of the best checkpoint's model tuned on the dev set (inferred as predict
+        infers: windows with 75 % overlap), saved as OUT/thresholds.json."""
+        data = self.cfg.data
+        model = load_model(best)
+        dev = read_recordings(data.dev_manifest, data.dev_rttm, data.dev_uem, self.classes)
+        window = round(data.window_seconds * SAMPLE_RATE)
+        hop = max(FRAME_HOP, window // 4 // FRAME_HOP * FRAME_HOP)
+        thresholds = tune_on_dev(model, dev, self.classes, window_samples=window, hop_samples=hop)
+        path = Path(self.cfg.run.out_dir) / THRESHOLDS_FILE
+        save_thresholds(thresholds, path)
+        log.info("thresholds tuned on dev with %s: %s", best.name, path)
+        return {"tuned": {"thresholds": str(path), "checkpoint": str(best), **thresholds}}

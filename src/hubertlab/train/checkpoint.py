@@ -50,6 +50,18 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def best_checkpoint(ckpt_dir: str | Path) -> Path:
+    """The checkpoint with the lowest validation loss (the latest when none is marked)."""
+    ckpt_dir = Path(ckpt_dir)
+    best = read_best(ckpt_dir)
+    if best is not None and (ckpt_dir / best["path"]).is_file():
+        return ckpt_dir / best["path"]
+    latest = latest_checkpoint(ckpt_dir)
+    if latest is None:
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint")
+    return latest
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write `state` to a temp file and rename it over `path`: a killed run leaves either the
     old file or the new one, never half of one. A failed write (a full disk) raises OSError

@@ -1,5 +1,5 @@
-"""Pretraining config: one frozen dataclass per TOML table ([model], [data], [mask], [optim],
-[run]).
+"""Pretraining config: one frozen dataclass per TOML table ([model], [data], [mask];
+[optim] and [run] are hubertlab.config's, shared with fine-tuning).
 
 Everything is checked when the file is loaded, before any data is read or any process started:
 an unknown key or a bad value raises ConfigError naming the file and the key."""
@@ -11,9 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hubertlab.config import ConfigError, from_dict, read_toml
+from hubertlab.config import (
+    ConfigError,
+    OptimSection,
+    RunSection,
+    from_dict,
+    read_toml_with_overrides,
+)
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.masking import MASK_KEYS, MaskConfig
+from hubertlab.tasks import DEFAULT_KIND, PRETRAINING_KINDS, task_class
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +30,9 @@ class ModelSection:
     """Which model to train: a preset with overrides, or continued pretraining; which of its
     parameters train when."""
 
-    # The objective (hubertlab.tasks): "hubert" masked prediction of units; "spidr" and
-    # "dinosr" self-distillation (no unit labels).
-    kind: Literal["hubert", "spidr", "dinosr"] = "hubert"
+    # The objective (hubertlab.tasks.PRETRAINING): "hubert" masked prediction of units; "spidr"
+    # and "dinosr" self-distillation (no unit labels).
+    kind: Literal[PRETRAINING_KINDS] = DEFAULT_KIND
     preset: Literal["tiny", "base", "large", "xlarge"] = "base"
     # Any field of the model's config, e.g. {hidden_dim = 128, num_layers = 2} (backbone fields
     # may be given flat). num_units comes from [data].
@@ -139,83 +146,6 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class OptimSection:
-    """AdamW and the learning-rate schedule (fairseq HuBERT base defaults)."""
-
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    weight_decay: float = 0.01
-    warmup_steps: int | None = None  # overrides warmup_fraction when set
-    warmup_fraction: float = 0.08  # of max_steps (fairseq base: 32k of 400k)
-    schedule: Literal["linear", "cosine", "tri_stage", "constant"] = "linear"
-    hold_fraction: float = 0.4  # tri_stage: steps at the peak after warm-up, fraction of max_steps
-    final_lr_scale: float = 0.0  # lr at max_steps / lr (tri_stage: exponential decay, > 0)
-    clip_grad_norm: float = 10.0  # 0: no clipping (the norm is still computed and logged)
-    grad_accum: int = 1  # micro-batches per step and rank
-    max_steps: int = 250_000
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas: must be in [0, 1), got {list(self.betas)}")
-        if self.eps <= 0 or self.weight_decay < 0 or self.clip_grad_norm < 0:
-            raise ValueError("eps must be > 0, weight_decay and clip_grad_norm >= 0")
-        if self.grad_accum < 1 or self.max_steps < 1:
-            raise ValueError(
-                f"grad_accum and max_steps must be >= 1 (got {self.grad_accum}, {self.max_steps})"
-            )
-        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
-            raise ValueError(f"warmup_steps: must be in [0, max_steps], got {self.warmup_steps}")
-        for name in ("warmup_fraction", "hold_fraction", "final_lr_scale"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-        if self.schedule == "tri_stage" and self.final_lr_scale <= 0:
-            raise ValueError("final_lr_scale: must be > 0 for schedule 'tri_stage'")
-
-    @property
-    def num_warmup_steps(self) -> int:
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return int(self.warmup_fraction * self.max_steps)
-
-
-@dataclass(frozen=True)
-class RunSection:
-    """Where and how: output folder, seed, precision, devices, logging, checkpoints."""
-
-    out_dir: Path
-    seed: int = 0
-    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast, no loss scaling
-    compile: bool = False  # torch.compile the model
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    fsdp: bool = False  # shard parameters with FSDP2 (large/xlarge on many GPUs) instead of DDP
-    log_every: int = 10  # steps between metric lines
-    ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)
-    keep_last: int = 2  # checkpoints kept besides the best
-    # Also keep every checkpoint whose step is a multiple of this (0: off): the points of an
-    # ABX learning curve (`hubertlab abx --checkpoints`).
-    keep_every: int = 0
-    valid_every: int = 1000  # steps between validations (0: never; also runs at the end)
-    tensorboard: bool = False
-    progress_bar: bool = True
-    max_nonfinite_in_a_row: int = 10  # skipped steps (NaN/inf loss or grad) before giving up
-    num_threads: int = 0  # torch intra-op threads per process (0: torch's default)
-    # Keep freed memory in the process (glibc): large activations are not page-faulted in
-    # again every step (hubertlab.allocator); the process then holds its peak memory.
-    keep_freed_memory: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("log_every", "ckpt_every", "keep_last", "max_nonfinite_in_a_row"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("valid_every", "num_threads", "keep_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     """A training run: the model and what trains when, the data and its span mask, the
     optimizer, the run."""
@@ -230,19 +160,12 @@ class TrainConfig:
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read and check a TOML config. `overrides` ({"run": {"out_dir": ...}}) replace keys of
     the file's tables (used by the CLI and tests)."""
-    data = read_toml(path)
-    for table, values in (overrides or {}).items():
-        if not isinstance(data.get(table, {}), dict):
-            raise ConfigError(f"{path}: {table} must be a table")
-        data[table] = {**data.get(table, {}), **values}
-    return train_config_from_dict(data, where=str(path))
+    return train_config_from_dict(read_toml_with_overrides(path, overrides), where=str(path))
 
 
 def train_config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     """The same checks for a config held in memory (e.g. the one saved in a checkpoint); the
     model's task checks what it needs of the config too (its model config, its labels)."""
-    from hubertlab.tasks import task_class
-
     cfg = from_dict(TrainConfig, move_mask_keys(data, where), where=where)
     try:
         task_class(cfg.model.kind).check_config(cfg)

@@ -41,7 +41,7 @@ from hubertlab.train.distributed import (
 )
 from hubertlab.train.metrics import MetricsLog, plot_losses
 from hubertlab.train.optim import build_optimizer, lr_at, set_lr
-from hubertlab.train.validate import Totals, evaluate, forward_loss
+from hubertlab.train.validate import Totals, evaluate, forward_loss, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,19 @@ class Progress:
 
 
 def train(cfg: TrainConfig, task: Task | None = None) -> dict[str, Any]:
-    """Train (or resume) the run in cfg.run.out_dir with `task` (default: the one [model]
-    kind names); returns a summary of the last step."""
+    """Train (or resume) the run in cfg.run.out_dir with `task` (default: the one the config
+    names), then let the task act on its best checkpoint (Task.after_training: VTC tunes its
+    thresholds); returns a summary of the last step."""
     task = task if task is not None else build_task(cfg)
     info = setup_distributed(cfg.run.device)
     try:
-        return _train(cfg, task, info)
+        result = _train(cfg, task, info)
     finally:
         teardown_distributed()
+    if info.is_main:
+        best = ckpt.best_checkpoint(Path(cfg.run.out_dir) / "checkpoints")
+        result.update(task.after_training(best, model_from_checkpoint))
+    return result
 
 
 def _train(cfg: TrainConfig, task: Task, info: DistInfo) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from hubertlab.train.config import OptimSection
+from hubertlab.config import OptimSection
 
 
 def lr_at(step: int, cfg: OptimSection) -> float:

@@ -13,6 +13,7 @@ import torch
 
 from hubertlab.data.dataset import Batch
 from hubertlab.fileio import atomic_open
+from hubertlab.tasks import DEFAULT_KIND, build_task, checkpoint_task, config_task
 from hubertlab.tasks.base import Task, TaskLoss
 from hubertlab.train.checkpoint import list_checkpoints, load_checkpoint
 from hubertlab.train.config import TrainConfig
@@ -111,20 +112,13 @@ def evaluate(
 def model_from_checkpoint(path: str | Path, state: dict[str, Any] | None = None) -> torch.nn.Module:
     """The model of one of our training checkpoints (weights_only load), whatever its task;
     `state` is the checkpoint's content when the caller has read it already."""
-    from hubertlab.tasks import task_class
-
     state = load_checkpoint(path) if state is None else state
     if "model" not in state or "model_config" not in state:
         raise ValueError(f"{path}: not a hubertlab training checkpoint (no model/model_config)")
     try:
-        return task_class(state.get("model_kind", "hubert")).model_from_state(state)
+        return checkpoint_task(state).model_from_state(state)
     except (KeyError, RuntimeError) as e:
         raise ValueError(f"{path}: the checkpoint does not fit its model: {e}") from None
-
-
-def config_task(cfg: Any) -> str:
-    """The task a TrainConfig ([model] kind) or a FinetuneConfig ([finetune] task) trains."""
-    return cfg.finetune.task if hasattr(cfg, "finetune") else cfg.model.kind
 
 
 def check_checkpoint_fits(
@@ -133,7 +127,7 @@ def check_checkpoint_fits(
     """Refuse a checkpoint of another task than the config's, or (fine-tuning) with other
     outputs: its model would be scored on data it was not trained for (a VTC run validated
     as CTC gave a CER), or fail deep inside the task with a TypeError."""
-    found = state.get("model_kind", "hubert")  # checkpoints before model_kind were HuBERT's
+    found = state.get("model_kind", DEFAULT_KIND)  # checkpoints before model_kind: HuBERT's
     if found != kind:
         raise ValueError(
             f"{path}: a {found!r} checkpoint, but {config} is a {kind!r} config; validate "
@@ -163,8 +157,6 @@ def validate_checkpoints(
     be read is reported (with its error) and the others are scored; a checkpoint of another
     task (or head) than the config's stops it (check_checkpoint_fits). `cfg` is a TrainConfig
     or a FinetuneConfig (its dev set); `config_name` names it in errors."""
-    from hubertlab.tasks import build_task
-
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {ckpt_dir}")

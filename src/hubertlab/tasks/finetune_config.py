@@ -1,9 +1,10 @@
 """Fine-tuning config ([finetune], [data], [optim], [run]): voice type classification (VTC) or
 CTC speech recognition on top of any encoder from_pretrained reads, a random one, or MFCC.
 
-It lives in train/ beside the pretraining config whose [optim] and [run] tables it reuses
-(hubertlab.finetune must not import train/: train -> tasks -> finetune). Everything is checked
-when the file is read; an error names the file and the key."""
+[optim] and [run] are hubertlab.config's, shared with pretraining. What differs between the
+tasks (the keys each needs, the keys only it reads) is declared by the task classes
+(tasks/vtc.py, tasks/ctc.py). Everything is checked when the file is read; an error names the
+file and the key."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hubertlab.config import ConfigError, from_dict, read_toml
+from hubertlab.config import (
+    ConfigError,
+    OptimSection,
+    RunSection,
+    from_dict,
+    read_toml_with_overrides,
+)
 from hubertlab.finetune.rttm import VTC_CLASSES
 from hubertlab.models.config import BACKBONE_FIELDS
-from hubertlab.train.config import OptimSection, RunSection
+from hubertlab.tasks import FINETUNING, FINETUNING_KINDS, task_class
 
 # Encoders that are not checkpoint paths.
 RANDOM_ENCODER, MFCC_ENCODER = "random", "mfcc"
@@ -24,7 +31,7 @@ RANDOM_ENCODER, MFCC_ENCODER = "random", "mfcc"
 class FinetuneSection:
     """The task, the encoder and the head."""
 
-    task: Literal["vtc", "ctc"]
+    task: Literal[FINETUNING_KINDS]  # a name of hubertlab.tasks.FINETUNING
     # A checkpoint (ours, transformers, torchaudio, fairseq; a folder or file), "random" (the
     # preset + overrides, randomly initialised: the baseline pretraining must beat) or "mfcc"
     # (a small frame model on 39-d MFCC at 50 Hz, finetune.models.MfccEncoder).
@@ -40,7 +47,7 @@ class FinetuneSection:
     layer: int | Literal["weighted"] = "weighted"
     classes: tuple[str, ...] = VTC_CLASSES  # vtc: one output per class, RTTM labels
     vocab: Path | None = None  # ctc: a vocab.json; unset: built from the training transcripts
-    dropout: float | None = None  # before the head; unset: 0.5 for vtc (segma), 0.1 for ctc
+    dropout: float | None = None  # before the head; unset: the task's (0.5 vtc (segma), 0.1 ctc)
     freeze_cnn: bool = True  # the CNN never trains (both recipes)
     # Only the head (and the layer weights) train for the first N steps: the usual CTC recipe
     # (fairseq freeze_finetune_updates); 0: the encoder trains from the start.
@@ -65,12 +72,6 @@ class FinetuneSection:
                 f"overrides: {unknown[0]!r} is not a backbone field (known: "
                 f"{', '.join(sorted(BACKBONE_FIELDS))})"
             )
-
-    @property
-    def head_dropout(self) -> float:
-        if self.dropout is not None:
-            return self.dropout
-        return 0.5 if self.task == "vtc" else 0.1
 
 
 @dataclass(frozen=True)
@@ -117,39 +118,15 @@ class FinetuneConfig:
     optim: OptimSection = field(default_factory=OptimSection)
 
 
-_NEEDED = {
-    "vtc": ("train_rttm", "dev_rttm"),
-    "ctc": ("train_transcripts", "dev_transcripts"),
-}
-# Keys only one task reads: in the other task's file they are a mistake (a CTC key in a VTC
-# config used to fail on another key's range check, or be ignored).
-_TASK_KEYS = {
-    "vtc": {
-        "finetune": ("classes",),
-        "data": (
-            "train_rttm",
-            "dev_rttm",
-            "train_uem",
-            "dev_uem",
-            "window_seconds",
-            "batch_size",
-            "windows_per_epoch",
-        ),
-    },  # fmt: skip
-    "ctc": {
-        "finetune": ("vocab",),
-        "data": ("train_transcripts", "dev_transcripts", "batch_seconds", "max_utterance_seconds"),
-    },  # fmt: skip
-}
-
-
 def _check_task_keys(data: dict[str, Any], where: str) -> None:
-    """Refuse a key of the other task (named, with the task it belongs to)."""
+    """Refuse a key only another task reads (named, with the task it belongs to): in this
+    task's file it is a mistake (it used to fail on another key's range check, or be
+    ignored)."""
     task = data.get("finetune", {}).get("task") if isinstance(data.get("finetune"), dict) else None
-    for other, tables in _TASK_KEYS.items():
-        if task not in _TASK_KEYS or other == task:
+    for other, cls in FINETUNING.items():
+        if task not in FINETUNING or other == task:
             continue
-        for table, keys in tables.items():
+        for table, keys in cls.own_keys.items():
             section = data.get(table)
             found = [k for k in keys if isinstance(section, dict) and k in section]
             if found:
@@ -160,13 +137,13 @@ def _check_task_keys(data: dict[str, Any], where: str) -> None:
 
 
 def finetune_config_from_dict(data: dict[str, Any], where: str = "config") -> FinetuneConfig:
-    """Build and check a FinetuneConfig (also the one saved in a checkpoint)."""
+    """Build and check a FinetuneConfig (also the one saved in a checkpoint); the task checks
+    what it needs of it."""
     cfg = from_dict(FinetuneConfig, data, where=where)
-    for name in _NEEDED[cfg.finetune.task]:
-        if getattr(cfg.data, name) is None:
-            raise ConfigError(f"{where}: data.{name}: task {cfg.finetune.task!r} needs it")
-    if cfg.finetune.vocab is not None and cfg.finetune.task != "ctc":
-        raise ConfigError(f"{where}: finetune.vocab: only for task 'ctc'")
+    try:
+        task_class(cfg.finetune.task).check_config(cfg)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     return cfg
 
 
@@ -175,10 +152,6 @@ def load_finetune_config(
 ) -> FinetuneConfig:
     """Read a fine-tuning TOML file; `overrides` ({"run": {"out_dir": ...}}) replace keys of
     its tables. Relative paths stay relative to the working directory, as in pretraining."""
-    data = read_toml(path)
-    for table, values in (overrides or {}).items():
-        if not isinstance(data.get(table, {}), dict):
-            raise ConfigError(f"{path}: {table} must be a table")
-        data[table] = {**data.get(table, {}), **values}
+    data = read_toml_with_overrides(path, overrides)
     _check_task_keys(data, str(path))
     return finetune_config_from_dict(data, where=str(path))
