@@ -20,10 +20,10 @@ import soundfile as sf
 import torch
 
 from hubertlab.constants import FRAME_HOP, SAMPLE_RATE
+from hubertlab.data.rttm import VTC_CLASSES
+from hubertlab.data.windows import Recording, read_window
 from hubertlab.finetune.inference import predict_turns
 from hubertlab.finetune.models import FinetuneModelConfig, build_finetune_model
-from hubertlab.finetune.rttm import VTC_CLASSES
-from hubertlab.finetune.windows import Recording, read_window
 from hubertlab.models.config import BACKBONE_PRESETS
 
 WINDOW = 4 * SAMPLE_RATE

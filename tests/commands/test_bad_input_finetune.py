@@ -19,9 +19,9 @@ from hubertlab.cli import main
 from hubertlab.config import to_dict
 from hubertlab.data.audio import write_audio
 from hubertlab.data.manifest import ManifestRow, write_manifest
+from hubertlab.data.rttm import VTC_CLASSES
+from hubertlab.data.text import SPECIAL_TOKENS
 from hubertlab.finetune.models import FinetuneModelConfig, build_finetune_model
-from hubertlab.finetune.rttm import VTC_CLASSES
-from hubertlab.finetune.text import SPECIAL_TOKENS
 from hubertlab.models.checkpoint import from_pretrained
 from hubertlab.models.safe_load import CheckpointError
 from hubertlab.train import checkpoint as ckpt
@@ -398,8 +398,8 @@ def test_ctc_refuses_empty_vocabularies_and_warns_on_unknown_characters(data, tm
         "transcripts.tsv: none of the 7 target characters is in the vocabulary (xy)",
     )
 
+    from hubertlab.data.text import CharVocab
     from hubertlab.finetune.batches import check_unknown_characters
-    from hubertlab.finetune.text import CharVocab
 
     vocab = CharVocab((*SPECIAL_TOKENS, "a", "b"))
     ids = [vocab.encode("ab ba ab ba ab ba ab ba ab ba c")]  # 1 of 21 characters: 4.8 %

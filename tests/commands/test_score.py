@@ -14,10 +14,10 @@ pytest.importorskip("jiwer")
 
 from hubertlab import cli  # noqa: E402
 from hubertlab.constants import num_frames  # noqa: E402
+from hubertlab.data.frame_targets import frame_targets  # noqa: E402
+from hubertlab.data.rttm import VTC_CLASSES, Turn, read_rttm_files, write_rttm  # noqa: E402
+from hubertlab.data.text import write_transcripts  # noqa: E402
 from hubertlab.finetune.postprocess import frames_to_turns  # noqa: E402
-from hubertlab.finetune.rttm import VTC_CLASSES, Turn, read_rttm_files, write_rttm  # noqa: E402
-from hubertlab.finetune.targets import frame_targets  # noqa: E402
-from hubertlab.finetune.text import write_transcripts  # noqa: E402
 
 
 def _reference(tmp_path: Path) -> dict[str, list[Turn]]:

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("espeakng_loader")
 
 from hubertlab.data.manifest import read_manifest  # noqa: E402
+from hubertlab.data.text import read_transcripts  # noqa: E402
 from hubertlab.demo.corpus import (  # noqa: E402
     DemoCorpusConfig,
     build_demo_corpus,
@@ -16,7 +17,6 @@ from hubertlab.demo.corpus import (  # noqa: E402
     render_utterance,
 )
 from hubertlab.demo.transcripts import demo_transcripts, write_demo_transcripts  # noqa: E402
-from hubertlab.finetune.text import read_transcripts  # noqa: E402
 
 
 @pytest.mark.parametrize("split", ["train", "eval"])

@@ -13,6 +13,7 @@ import soundfile as sf
 pytest.importorskip("espeakng_loader")
 
 from hubertlab.data.manifest import read_manifest  # noqa: E402
+from hubertlab.data.rttm import VTC_CLASSES, read_rttm_files, read_uem  # noqa: E402
 from hubertlab.demo.vtc import (  # noqa: E402
     VTC_SPLITS,
     VtcCorpusConfig,
@@ -20,7 +21,6 @@ from hubertlab.demo.vtc import (  # noqa: E402
     make_vtc_speakers,
     render_recording,
 )
-from hubertlab.finetune.rttm import VTC_CLASSES, read_rttm_files, read_uem  # noqa: E402
 
 CFG = VtcCorpusConfig(minutes=2.0, recording_minutes=0.5, seed=5)
 

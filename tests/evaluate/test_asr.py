@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("jiwer")
 
+from hubertlab.data.text import normalize_text  # noqa: E402
 from hubertlab.evaluate.asr import error_rates, format_error_table  # noqa: E402
-from hubertlab.finetune.text import normalize_text  # noqa: E402
 
 
 def test_wer_cer_and_buckets():

@@ -6,12 +6,12 @@ import pytest
 
 pytest.importorskip("pyannote.metrics")
 
+from hubertlab.data.rttm import Turn  # noqa: E402
 from hubertlab.evaluate.classification import (  # noqa: E402
     detection_scores,
     format_detection_table,
     macro_f1,
 )
-from hubertlab.finetune.rttm import Turn  # noqa: E402
 
 CLASSES = ("KCHI", "FEM")
 

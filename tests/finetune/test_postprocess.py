@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from hubertlab.constants import num_frames
+from hubertlab.data.frame_targets import frame_targets
+from hubertlab.data.rttm import VTC_CLASSES, Turn
+from hubertlab.data.windows import sliding_window_starts
 from hubertlab.finetune.postprocess import (
     average_windows,
     frames_to_turns,
@@ -15,9 +18,6 @@ from hubertlab.finetune.postprocess import (
     save_thresholds,
     tune_thresholds,
 )
-from hubertlab.finetune.rttm import VTC_CLASSES, Turn
-from hubertlab.finetune.targets import frame_targets
-from hubertlab.finetune.windows import sliding_window_starts
 
 
 def test_non_overlapping_windows_concatenate():

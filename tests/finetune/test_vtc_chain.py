@@ -12,6 +12,13 @@ import pytest
 pytest.importorskip("espeakng_loader")
 pytest.importorskip("pyannote.metrics")
 
+from hubertlab.data.rttm import (  # noqa: E402
+    VTC_CLASSES,
+    read_rttm_files,
+    read_uem,
+    write_rttm,
+)
+from hubertlab.data.windows import load_recordings, sliding_window_starts  # noqa: E402
 from hubertlab.demo.vtc import VtcCorpusConfig, build_vtc_corpus  # noqa: E402
 from hubertlab.evaluate.classification import detection_scores, macro_f1  # noqa: E402
 from hubertlab.finetune.postprocess import (  # noqa: E402
@@ -21,13 +28,6 @@ from hubertlab.finetune.postprocess import (  # noqa: E402
     save_thresholds,
     tune_thresholds,
 )
-from hubertlab.finetune.rttm import (  # noqa: E402
-    VTC_CLASSES,
-    read_rttm_files,
-    read_uem,
-    write_rttm,
-)
-from hubertlab.finetune.windows import load_recordings, sliding_window_starts  # noqa: E402
 
 
 def _oracle_windows(recording, rng):

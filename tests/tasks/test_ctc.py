@@ -15,14 +15,14 @@ pytest.importorskip("espeakng_loader")
 
 from hubertlab import cli  # noqa: E402
 from hubertlab.data.manifest import read_manifest  # noqa: E402
-from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus  # noqa: E402
-from hubertlab.demo.transcripts import write_demo_transcripts  # noqa: E402
-from hubertlab.finetune.text import (  # noqa: E402
+from hubertlab.data.text import (  # noqa: E402
     CharVocab,
     greedy_ctc_texts,
     load_vocab,
     read_transcripts,
 )
+from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus  # noqa: E402
+from hubertlab.demo.transcripts import write_demo_transcripts  # noqa: E402
 from hubertlab.train import checkpoint as ckpt  # noqa: E402
 from hubertlab.train.validate import model_from_checkpoint  # noqa: E402
 from tests.finetune_fixtures import tiny_encoder, write_toml  # noqa: E402

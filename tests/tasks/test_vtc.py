@@ -18,12 +18,12 @@ pytest.importorskip("espeakng_loader")
 from hubertlab import cli  # noqa: E402
 from hubertlab.constants import num_frames  # noqa: E402
 from hubertlab.data.audio import write_audio  # noqa: E402
+from hubertlab.data.rttm import read_rttm_files  # noqa: E402
+from hubertlab.data.windows import WindowDataset  # noqa: E402
 from hubertlab.demo.vtc import VtcCorpusConfig, build_vtc_corpus  # noqa: E402
 from hubertlab.finetune.batches import WindowBatches  # noqa: E402
 from hubertlab.finetune.inference import window_probabilities  # noqa: E402
 from hubertlab.finetune.models import FinetuneModelConfig, build_finetune_model  # noqa: E402
-from hubertlab.finetune.rttm import read_rttm_files  # noqa: E402
-from hubertlab.finetune.windows import WindowDataset  # noqa: E402
 from hubertlab.tasks.vtc import read_recordings  # noqa: E402
 from hubertlab.train import checkpoint as ckpt  # noqa: E402
 from tests.finetune.test_models import BACKBONE  # noqa: E402

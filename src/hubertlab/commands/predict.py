@@ -63,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from hubertlab.data.manifest import read_manifest
+    from hubertlab.data.rttm import write_rttm
+    from hubertlab.data.text import CharVocab, write_transcripts
+    from hubertlab.data.windows import load_recordings
     from hubertlab.finetune.inference import predict_turns, transcribe
-    from hubertlab.finetune.rttm import write_rttm
-    from hubertlab.finetune.text import CharVocab, write_transcripts
-    from hubertlab.finetune.windows import load_recordings
     from hubertlab.tasks import FINETUNING, TASKS
     from hubertlab.train.checkpoint import load_checkpoint
 

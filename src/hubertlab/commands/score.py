@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from hubertlab.finetune.rttm import VTC_CLASSES
+from hubertlab.data.rttm import VTC_CLASSES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,13 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_vtc(args: argparse.Namespace) -> int:
+    from hubertlab.data.rttm import read_rttm_files, read_uem
     from hubertlab.evaluate.classification import (
         detection_scores,
         format_detection_table,
         macro_f1,
         write_detection_report,
     )
-    from hubertlab.finetune.rttm import read_rttm_files, read_uem
 
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     if not classes:
@@ -65,8 +65,8 @@ def _run_vtc(args: argparse.Namespace) -> int:
 
 
 def _run_asr(args: argparse.Namespace) -> int:
+    from hubertlab.data.text import normalize_text, read_transcripts
     from hubertlab.evaluate.asr import error_rates, format_error_table, write_asr_report
-    from hubertlab.finetune.text import normalize_text, read_transcripts
 
     try:
         buckets = tuple(int(b) for b in args.buckets.split(",") if b.strip())

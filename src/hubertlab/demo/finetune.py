@@ -165,11 +165,11 @@ def _config(recipe: DemoRecipe, kind: str, pretrained: Path, run_dir: Path, seed
 
 
 def _vtc_score(cfg: Any, corpus: Path) -> dict[str, Any]:
+    from hubertlab.data.rttm import read_rttm_files, read_uem, write_rttm
+    from hubertlab.data.windows import load_recordings
     from hubertlab.evaluate.classification import detection_scores, macro_f1
     from hubertlab.finetune.inference import predict_turns
     from hubertlab.finetune.postprocess import load_thresholds
-    from hubertlab.finetune.rttm import read_rttm_files, read_uem, write_rttm
-    from hubertlab.finetune.windows import load_recordings
     from hubertlab.tasks.vtc import THRESHOLDS_FILE
     from hubertlab.train.checkpoint import best_checkpoint
     from hubertlab.train.validate import model_from_checkpoint
@@ -191,14 +191,14 @@ def _vtc_score(cfg: Any, corpus: Path) -> dict[str, Any]:
 
 def _ctc_score(cfg: Any, eval_corpus: Path) -> dict[str, Any]:
     from hubertlab.data.manifest import read_manifest
-    from hubertlab.evaluate.asr import error_rates
-    from hubertlab.finetune.inference import transcribe
-    from hubertlab.finetune.text import (
+    from hubertlab.data.text import (
         CharVocab,
         normalize_text,
         read_transcripts,
         write_transcripts,
     )
+    from hubertlab.evaluate.asr import error_rates
+    from hubertlab.finetune.inference import transcribe
     from hubertlab.train.checkpoint import best_checkpoint
     from hubertlab.train.validate import model_from_checkpoint
 

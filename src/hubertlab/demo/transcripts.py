@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from hubertlab.data.manifest import read_manifest
+from hubertlab.data.text import write_transcripts
 from hubertlab.demo.corpus import _SPLIT_IDS, DemoCorpusConfig, make_speakers
 from hubertlab.demo.sentences import make_text
-from hubertlab.finetune.text import write_transcripts
 
 TRANSCRIPTS_FILE = "transcripts.tsv"
 

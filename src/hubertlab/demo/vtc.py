@@ -30,12 +30,12 @@ import soxr
 
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.manifest import ManifestRow, write_manifest
+from hubertlab.data.rttm import VTC_CLASSES, Turn, write_rttm, write_uem
 from hubertlab.demo.augment import Channel, coloured_noise, fft_convolve, room_impulse_response
 from hubertlab.demo.corpus import LANGUAGE_VOICES
 from hubertlab.demo.espeak import ESPEAK_SAMPLE_RATE, synthesize
 from hubertlab.demo.sentences import make_text
 from hubertlab.fileio import atomic_write_json
-from hubertlab.finetune.rttm import VTC_CLASSES, Turn, write_rttm, write_uem
 
 log = logging.getLogger(__name__)
 

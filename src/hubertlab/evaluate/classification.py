@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hubertlab.data.rttm import Turn
 from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
 from hubertlab.finetune.f1 import macro_mean
-from hubertlab.finetune.rttm import Turn
 
 log = logging.getLogger(__name__)
 

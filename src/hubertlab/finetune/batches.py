@@ -1,7 +1,7 @@
 """Batches for the fine-tuning tasks, as the training loop takes them (data.dataset.Batch),
 endless and resumable for training, fixed for validation.
 
-VTC: random windows (finetune.windows.WindowDataset); batch b of epoch e holds windows
+VTC: random windows (data.windows.WindowDataset); batch b of epoch e holds windows
 [b * size, (b + 1) * size) and rank r takes batches r, r + world, ...; the state is (epoch,
 next position). Batch.frame_targets (batch, frames, classes) float, Batch.frame_ignore
 (batch, frames) bool.
@@ -25,14 +25,14 @@ from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, num_frames
 from hubertlab.data.dataset import Batch, ResumableLoader
 from hubertlab.data.manifest import Manifest
 from hubertlab.data.sampler import BucketBatchSampler, SampleKey
-from hubertlab.finetune.text import (
+from hubertlab.data.text import (
     SPECIAL_TOKENS,
     UNK,
     WORD_DELIMITER,
     CharVocab,
     normalize_text,
 )
-from hubertlab.finetune.windows import Recording, WindowDataset, read_window
+from hubertlab.data.windows import Recording, WindowDataset, read_window
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Container
 from pathlib import Path
 
+from hubertlab.data.text import CharVocab
 from hubertlab.finetune.models import FinetuneModel
-from hubertlab.finetune.text import CharVocab
 from hubertlab.models.config import HubertConfig
 
 

@@ -15,10 +15,10 @@ import torch
 
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE, num_frames
 from hubertlab.data.manifest import Manifest, check_manifest_audio
+from hubertlab.data.rttm import Turn
+from hubertlab.data.text import CharVocab, greedy_ctc_texts
+from hubertlab.data.windows import Recording, read_window, sliding_window_starts
 from hubertlab.finetune.postprocess import average_windows, decode_recording, tune_thresholds
-from hubertlab.finetune.rttm import Turn
-from hubertlab.finetune.text import CharVocab, greedy_ctc_texts
-from hubertlab.finetune.windows import Recording, read_window, sliding_window_starts
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import numpy as np
 
 from hubertlab import constants
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE
+from hubertlab.data.rttm import Turn
 from hubertlab.fileio import atomic_write_json
 from hubertlab.finetune.f1 import f1_from_counts
-from hubertlab.finetune.rttm import Turn
 
 log = logging.getLogger(__name__)
 

@@ -16,19 +16,19 @@ from torch import nn
 
 from hubertlab.data.dataset import Batch
 from hubertlab.data.manifest import check_manifest_audio, read_manifest
-from hubertlab.finetune.batches import (
-    UtteranceDataset,
-    UtteranceValidBatches,
-    utterance_ids,
-    utterance_loader,
-)
-from hubertlab.finetune.text import (
+from hubertlab.data.text import (
     CharVocab,
     build_vocab,
     edit_distance,
     greedy_ctc_decode,
     load_vocab,
     read_transcripts,
+)
+from hubertlab.finetune.batches import (
+    UtteranceDataset,
+    UtteranceValidBatches,
+    utterance_ids,
+    utterance_loader,
 )
 from hubertlab.tasks.base import TaskLoss
 from hubertlab.tasks.finetune import FinetuneTask

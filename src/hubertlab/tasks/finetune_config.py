@@ -19,7 +19,7 @@ from hubertlab.config import (
     from_dict,
     read_toml_with_overrides,
 )
-from hubertlab.finetune.rttm import VTC_CLASSES
+from hubertlab.data.rttm import VTC_CLASSES
 from hubertlab.models.config import BACKBONE_FIELDS
 from hubertlab.tasks import FINETUNING, FINETUNING_KINDS, task_class
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hubertlab.constants import num_frames
-from hubertlab.finetune.rttm import VTC_CLASSES, Turn
-from hubertlab.finetune.targets import frame_span, frame_targets, ignore_mask
+from hubertlab.data.frame_targets import frame_span, frame_targets, ignore_mask
+from hubertlab.data.rttm import VTC_CLASSES, Turn
 
 
 def _overlaps_by_samples(onset_s: float, offset_s: float, frames: int) -> np.ndarray:

@@ -18,9 +18,9 @@ import torch
 
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE, num_frames
 from hubertlab.data.audio import standardize_waveform
+from hubertlab.data.frame_targets import frame_targets, ignore_mask
 from hubertlab.data.manifest import ManifestRow, check_row_audio, read_manifest
-from hubertlab.finetune.rttm import VTC_CLASSES, Turn
-from hubertlab.finetune.targets import frame_targets, ignore_mask
+from hubertlab.data.rttm import VTC_CLASSES, Turn
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ import soundfile as sf
 import torch
 
 from hubertlab.constants import num_frames
+from hubertlab.data.frame_targets import frame_targets, ignore_mask
 from hubertlab.data.manifest import ManifestRow, write_manifest
-from hubertlab.finetune.rttm import VTC_CLASSES, Turn
-from hubertlab.finetune.targets import frame_targets, ignore_mask
-from hubertlab.finetune.windows import (
+from hubertlab.data.rttm import VTC_CLASSES, Turn
+from hubertlab.data.windows import (
     WindowDataset,
     load_recordings,
     read_window,

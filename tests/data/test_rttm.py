@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hubertlab.finetune.rttm import (
+from hubertlab.data.rttm import (
     VTC_CLASSES,
     RttmError,
     Turn,

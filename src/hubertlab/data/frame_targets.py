@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE
-from hubertlab.finetune.rttm import Turn
+from hubertlab.data.rttm import Turn
 
 # Times are turned into samples rounded to 1e-6 sample, so that "0.1 s" is exactly 1600.
 _EPS_SAMPLES = 1e-6

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hubertlab.finetune.text import (
+from hubertlab.data.text import (
     CharVocab,
     build_vocab,
     ctc_labels,
