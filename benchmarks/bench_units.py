@@ -37,8 +37,8 @@ import torch
 
 from hubertlab.data.manifest import read_manifest
 from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
-from hubertlab.features.mfcc import mfcc_num_frames, mfcc_of_waveform
 from hubertlab.features.store import write_store
+from hubertlab.models.mfcc import mfcc_num_frames, mfcc_of_waveform
 from hubertlab.units.kmeans import fit_kmeans, nearest_centroids
 
 

@@ -23,8 +23,8 @@ from hubertlab.constants import FRAME_HOP, SAMPLE_RATE
 from hubertlab.data.rttm import VTC_CLASSES
 from hubertlab.data.windows import Recording, read_window
 from hubertlab.finetune.inference import predict_turns
-from hubertlab.finetune.models import FinetuneModelConfig, build_finetune_model
 from hubertlab.models.config import BACKBONE_PRESETS
+from hubertlab.models.finetune import FinetuneModelConfig, build_finetune_model
 
 WINDOW = 4 * SAMPLE_RATE
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from hubertlab.constants import num_frames
 from hubertlab.data.manifest import read_manifest
-from hubertlab.features.mfcc import mfcc_of_waveform
+from hubertlab.models.mfcc import mfcc_of_waveform
 from hubertlab.train.config import load_train_config
 from hubertlab.train.loop import train
 

@@ -21,8 +21,8 @@ from hubertlab.data.audio import write_audio
 from hubertlab.data.manifest import ManifestRow, write_manifest
 from hubertlab.data.rttm import VTC_CLASSES
 from hubertlab.data.text import SPECIAL_TOKENS
-from hubertlab.finetune.models import FinetuneModelConfig, build_finetune_model
 from hubertlab.models.checkpoint import from_pretrained
+from hubertlab.models.finetune import FinetuneModelConfig, build_finetune_model
 from hubertlab.models.safe_load import CheckpointError
 from hubertlab.train import checkpoint as ckpt
 from tests.finetune.test_models import BACKBONE

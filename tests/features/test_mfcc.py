@@ -8,9 +8,9 @@ import torch
 
 from hubertlab.constants import num_frames
 from hubertlab.data.manifest import read_manifest
-from hubertlab.features.mfcc import (
+from hubertlab.features.mfcc import MfccExtractor
+from hubertlab.models.mfcc import (
     MFCC_DIM,
-    MfccExtractor,
     compute_deltas,
     compute_mfcc,
     mfcc_num_frames,

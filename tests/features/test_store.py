@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from hubertlab.data.manifest import read_manifest, write_manifest
-from hubertlab.features.mfcc import MfccExtractor, mfcc_of_waveform
+from hubertlab.features.mfcc import MfccExtractor
 from hubertlab.features.store import (
     FeatureStore,
     extract_features_to_store,
     shard_rows,
     write_store,
 )
+from hubertlab.models.mfcc import mfcc_of_waveform
 from tests.units_fixtures import demo_corpus
 
 

@@ -23,11 +23,11 @@ from hubertlab.data.windows import WindowDataset  # noqa: E402
 from hubertlab.demo.vtc import VtcCorpusConfig, build_vtc_corpus  # noqa: E402
 from hubertlab.finetune.batches import WindowBatches  # noqa: E402
 from hubertlab.finetune.inference import window_probabilities  # noqa: E402
-from hubertlab.finetune.models import FinetuneModelConfig, build_finetune_model  # noqa: E402
+from hubertlab.models.finetune import FinetuneModelConfig, build_finetune_model  # noqa: E402
 from hubertlab.tasks.vtc import read_recordings  # noqa: E402
 from hubertlab.train import checkpoint as ckpt  # noqa: E402
-from tests.finetune.test_models import BACKBONE  # noqa: E402
 from tests.finetune_fixtures import tiny_encoder, vtc_tables, write_toml  # noqa: E402
+from tests.models.test_finetune import BACKBONE  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ corpus's sentences: its training and validation manifests; scored on the held-ou
 corpus, other sentences) from
   (a) the pretrained model,
   (b) the same architecture randomly initialised, same recipe and steps,
-  (c) the MFCC baseline (finetune.models.MfccEncoder) whose head has the same size,
+  (c) the MFCC baseline (models.finetune.MfccEncoder) whose head has the same size,
 and writes OUT/finetune/report.md: VTC macro F1 on test (thresholds tuned on dev), ASR CER and
 WER on the evaluation corpus. Every run resumes from its checkpoints, every score is kept.
 """
@@ -118,7 +118,7 @@ def _encoder(kind: str, pretrained: Path) -> dict[str, Any]:
     """The [finetune] keys of one encoder: the random one has the pretrained architecture, the
     MFCC frame model its width."""
     from hubertlab.config import to_dict
-    from hubertlab.finetune.models import pretrained_backbone
+    from hubertlab.models.finetune import pretrained_backbone
 
     backbone, _ = pretrained_backbone(str(pretrained), {})
     if kind == "pretrained":
@@ -129,7 +129,7 @@ def _encoder(kind: str, pretrained: Path) -> dict[str, Any]:
 
 
 def _config(recipe: DemoRecipe, kind: str, pretrained: Path, run_dir: Path, seed: int) -> Any:
-    from hubertlab.finetune.models import pretrained_backbone
+    from hubertlab.models.finetune import pretrained_backbone
     from hubertlab.tasks.finetune_config import finetune_config_from_dict
 
     task, steps = recipe.task, recipe.steps

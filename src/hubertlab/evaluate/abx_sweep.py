@@ -28,6 +28,7 @@ from hubertlab.evaluate.abx import (
 from hubertlab.evaluate.frame_checks import check_finite, check_frame_counts, check_frame_shift
 from hubertlab.features.store import STORE_META, FeatureStore
 from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
+from hubertlab.models.mfcc import mfcc_of_waveform
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +166,6 @@ def mfcc_features(
     With `cmvn`, each coefficient is normalised to zero mean and unit variance over each
     utterance's frames (cepstral mean and variance normalisation, the usual front end: the
     strong MFCC baseline, removing channel and speaker offsets)."""
-    from hubertlab.features.mfcc import mfcc_of_waveform
-
     rows = list(manifest) if fileids is None else manifest_rows_for(manifest, fileids, item_file)
     out = {row.fileid: mfcc_of_waveform(row.read_audio(manifest.root)) for row in rows}
     if cmvn:

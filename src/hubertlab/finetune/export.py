@@ -15,8 +15,8 @@ from collections.abc import Container
 from pathlib import Path
 
 from hubertlab.data.text import CharVocab
-from hubertlab.finetune.models import FinetuneModel
 from hubertlab.models.config import HubertConfig
+from hubertlab.models.finetune import FinetuneModel
 
 
 def export_ctc_transformers(model: FinetuneModel, out_dir: str | Path) -> Path:
@@ -77,8 +77,8 @@ def read_finetuned(path: str | Path, kinds: Container[str]) -> FinetuneModel | N
     """The model of a fine-tuning training checkpoint (its model_kind one of `kinds`, the
     fine-tuning tasks); None for anything else (a pretraining checkpoint or folder, other
     formats)."""
-    from hubertlab.finetune.models import model_from_state
     from hubertlab.models.checkpoint import safe_load
+    from hubertlab.models.finetune import model_from_state
 
     path = Path(path)
     if not path.is_file() or path.suffix != ".pt":

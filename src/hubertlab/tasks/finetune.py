@@ -1,5 +1,5 @@
 """What the two fine-tuning tasks (tasks/vtc.py, tasks/ctc.py) share: their model (an encoder
-and a linear head, hubertlab.finetune.models), its checkpoint form, and which parameters train
+and a linear head, hubertlab.models.finetune), its checkpoint form, and which parameters train
 when: the CNN never (freeze_cnn), the rest of the encoder only after freeze_encoder_steps."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from hubertlab.config import to_dict
-from hubertlab.finetune import models
+from hubertlab.models.finetune import model_for_section, model_from_state
 from hubertlab.tasks.base import TaskBase
 
 
@@ -39,11 +39,11 @@ class FinetuneTask(TaskBase):
         raise NotImplementedError
 
     def build_model(self) -> nn.Module:
-        return models.model_for_section(self.cfg.finetune, self.outputs(), self.head_dropout())
+        return model_for_section(self.cfg.finetune, self.outputs(), self.head_dropout())
 
     @staticmethod
     def model_from_state(state: dict[str, Any]) -> nn.Module:
-        return models.model_from_state(state)
+        return model_from_state(state)
 
     def model_config(self, model: nn.Module) -> dict[str, Any]:
         return to_dict(model.cfg)

@@ -34,7 +34,7 @@ class FinetuneSection:
     task: Literal[FINETUNING_KINDS]  # a name of hubertlab.tasks.FINETUNING
     # A checkpoint (ours, transformers, torchaudio, fairseq; a folder or file), "random" (the
     # preset + overrides, randomly initialised: the baseline pretraining must beat) or "mfcc"
-    # (a small frame model on 39-d MFCC at 50 Hz, finetune.models.MfccEncoder).
+    # (a small frame model on 39-d MFCC at 50 Hz, models.finetune.MfccEncoder).
     encoder: str
     preset: Literal["tiny", "base", "large", "xlarge"] = "base"  # encoder "random" only
     # Backbone fields: the architecture of a random encoder, or dropouts / layerdrop of a

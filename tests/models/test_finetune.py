@@ -8,13 +8,13 @@ import torch
 
 from hubertlab.config import to_dict
 from hubertlab.constants import num_frames
-from hubertlab.finetune.models import (
+from hubertlab.models.config import BackboneConfig
+from hubertlab.models.finetune import (
     FinetuneModelConfig,
     MfccEncoder,
     build_finetune_model,
     model_from_state,
 )
-from hubertlab.models.config import BackboneConfig
 from hubertlab.tasks.finetune import FinetuneTask
 from tests.finetune_fixtures import TINY_BACKBONE
 

@@ -18,9 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from hubertlab.config import from_dict, to_dict
+from hubertlab.constants import num_frames
 from hubertlab.models.backbone import Backbone, init_bert_params
+from hubertlab.models.checkpoint import from_pretrained
 from hubertlab.models.components import lengths_to_mask
 from hubertlab.models.config import BACKBONE_PRESETS, BackboneConfig
+from hubertlab.models.mfcc import compute_mfcc
 
 WEIGHTED = "weighted"
 
@@ -60,7 +63,7 @@ class FinetuneModelConfig:
 
 
 class MfccEncoder(nn.Module):
-    """The MFCC-input baseline: 39-d MFCC + deltas at 100 Hz (features.mfcc), normalised per
+    """The MFCC-input baseline: 39-d MFCC + deltas at 100 Hz (models.mfcc), normalised per
     utterance, the two 10 ms frames of each 20 ms frame stacked (78-d, frame k = MFCC frames 2k
     and 2k + 1, so frame k covers samples [320 k, 320 k + 560): the HuBERT grid), then a small
     frame model: Linear(78, dim) + GELU, Conv1d(dim, dim, 5) + GELU (110 ms of context),
@@ -78,9 +81,6 @@ class MfccEncoder(nn.Module):
     def extract_features(
         self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        from hubertlab.constants import num_frames
-        from hubertlab.features.mfcc import compute_mfcc
-
         if lengths is None:
             lengths = torch.full((waveforms.shape[0],), waveforms.shape[1])
         with torch.no_grad(), torch.autocast(waveforms.device.type, enabled=False):
@@ -179,8 +179,6 @@ def pretrained_backbone(
 ) -> tuple[BackboneConfig, dict[str, torch.Tensor]]:
     """The backbone config (with `overrides`: dropouts, layerdrop) and weights of any checkpoint
     from_pretrained reads (ours, transformers, torchaudio, fairseq, and what it learns next)."""
-    from hubertlab.models.checkpoint import from_pretrained
-
     loaded = from_pretrained(path, keep_head=False)
     backbone = getattr(loaded, "backbone", loaded)
     if not isinstance(backbone, Backbone):
