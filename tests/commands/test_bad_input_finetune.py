@@ -25,8 +25,8 @@ from hubertlab.models.checkpoint import from_pretrained
 from hubertlab.models.finetune import FinetuneModelConfig, build_finetune_model
 from hubertlab.models.safe_load import CheckpointError
 from hubertlab.train import checkpoint as ckpt
-from tests.finetune.test_models import BACKBONE
 from tests.finetune_fixtures import write_toml
+from tests.models.test_finetune import BACKBONE
 
 CTC_TOKENS = (*SPECIAL_TOKENS, "a", "b", "c")
 
@@ -399,7 +399,7 @@ def test_ctc_refuses_empty_vocabularies_and_warns_on_unknown_characters(data, tm
     )
 
     from hubertlab.data.text import CharVocab
-    from hubertlab.finetune.batches import check_unknown_characters
+    from hubertlab.data.utterances import check_unknown_characters
 
     vocab = CharVocab((*SPECIAL_TOKENS, "a", "b"))
     ids = [vocab.encode("ab ba ab ba ab ba ab ba ab ba c")]  # 1 of 21 characters: 4.8 %

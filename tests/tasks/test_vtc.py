@@ -19,9 +19,9 @@ from hubertlab import cli  # noqa: E402
 from hubertlab.constants import num_frames  # noqa: E402
 from hubertlab.data.audio import write_audio  # noqa: E402
 from hubertlab.data.rttm import read_rttm_files  # noqa: E402
+from hubertlab.data.window_batches import WindowBatches  # noqa: E402
 from hubertlab.data.windows import WindowDataset  # noqa: E402
 from hubertlab.demo.vtc import VtcCorpusConfig, build_vtc_corpus  # noqa: E402
-from hubertlab.finetune.batches import WindowBatches  # noqa: E402
 from hubertlab.finetune.inference import window_probabilities  # noqa: E402
 from hubertlab.models.finetune import FinetuneModelConfig, build_finetune_model  # noqa: E402
 from hubertlab.tasks.vtc import read_recordings  # noqa: E402

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.dataset import Batch
 from hubertlab.data.manifest import check_manifest_audio, read_manifest
 from hubertlab.data.text import (
@@ -24,12 +25,13 @@ from hubertlab.data.text import (
     load_vocab,
     read_transcripts,
 )
-from hubertlab.finetune.batches import (
+from hubertlab.data.utterances import (
     UtteranceDataset,
-    UtteranceValidBatches,
     utterance_ids,
     utterance_loader,
+    utterance_valid_batches,
 )
+from hubertlab.data.valid import ValidBatches
 from hubertlab.tasks.base import TaskLoss
 from hubertlab.tasks.finetune import FinetuneTask
 
@@ -92,7 +94,7 @@ class CtcTask(FinetuneTask):
         data = self.cfg.data
         return utterance_loader(
             self._dataset(data.train_manifest, data.train_transcripts),
-            round(data.batch_seconds * 16000),
+            round(data.batch_seconds * SAMPLE_RATE),
             seed=self.cfg.run.seed,
             rank=rank,
             world_size=world_size,
@@ -100,11 +102,11 @@ class CtcTask(FinetuneTask):
             pin_memory=pin_memory,
         )
 
-    def valid_batches(self, *, rank: int, world_size: int) -> UtteranceValidBatches:
+    def valid_batches(self, *, rank: int, world_size: int) -> ValidBatches:
         data = self.cfg.data
-        return UtteranceValidBatches(
+        return utterance_valid_batches(
             self._dataset(data.dev_manifest, data.dev_transcripts),
-            round(data.batch_seconds * 16000),
+            round(data.batch_seconds * SAMPLE_RATE),
             rank=rank,
             world_size=world_size,
             max_batches=data.max_valid_batches,

@@ -4,27 +4,21 @@ self-distillation)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from torch.utils.data import DataLoader
-
-from hubertlab.data.dataset import Batch, CropCollator, ResumableLoader, UnitDataset
+from hubertlab.data.dataset import CropCollator, ResumableLoader, UnitDataset
 from hubertlab.data.manifest import read_manifest
 from hubertlab.data.masking import MaskConfig
 from hubertlab.data.sampler import BucketBatchSampler
 from hubertlab.data.stream import expand_shards
 from hubertlab.data.stream_loader import StreamBatches
+from hubertlab.data.valid import VALID_SEED, ValidBatches
 from hubertlab.units.assign import read_units
 
 if TYPE_CHECKING:  # the [data] section of a TrainConfig; read for its attributes only
     from hubertlab.train.config import DataSection
-
-# Validation crops and masks never depend on the run's seed: runs and checkpoints compare.
-VALID_SEED = 1234
 
 
 def load_dataset(
@@ -128,71 +122,6 @@ def build_stream_loader(
     )
 
 
-class ValidBatches:
-    """The validation set as a fixed list of batches: the same crops and masks every time.
-
-    Every rank iterates the same number of batches (FSDP forwards are collective); batches that
-    only pad a rank's share have `count` False and are left out of the metrics."""
-
-    def __init__(
-        self,
-        manifest: Path,
-        unit_files: Sequence[Path],
-        data: DataSection,
-        mask: MaskConfig | None,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        standardize: bool = False,
-    ) -> None:
-        self.dataset = load_dataset(
-            manifest,
-            unit_files,
-            data.min_samples,
-            standardize=standardize,
-            num_units=data.num_units,
-        )
-        lengths = [
-            min(self.dataset.num_samples(i), data.max_samples) for i in range(len(self.dataset))
-        ]
-        self.sampler = BucketBatchSampler(
-            lengths,
-            data.batch_samples,
-            seed=VALID_SEED,
-            shuffle=False,
-            num_replicas=world_size,
-            rank=rank,
-        )
-        self.collate = CropCollator(
-            max_samples=data.max_samples,
-            batching="pad",
-            seed=VALID_SEED,
-            mask=mask,
-            min_samples=data.min_samples,
-        )
-        self.num_workers = data.num_workers
-        self.max_batches = data.max_valid_batches
-
-    def __iter__(self) -> Iterator[Batch]:
-        self.sampler.load_state_dict({"epoch": 0, "position": 0, "seed": VALID_SEED})
-        num_real = self.sampler.num_batches
-        if self.max_batches:
-            num_real = min(num_real, self.max_batches)
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=self.sampler,
-            collate_fn=self.collate,
-            num_workers=min(self.num_workers, 1),
-            generator=torch.Generator().manual_seed(VALID_SEED),
-        )
-        world = self.sampler.num_replicas
-        for batch in loader:
-            # Stop once every rank is past the cap (all ranks stop at the same position).
-            if self.max_batches and batch.position * world >= num_real:
-                break
-            yield replace(batch, count=batch.batch_id < num_real)
-
-
 def pretraining_batches(
     cfg, mask: MaskConfig | None, *, units: bool, rank: int, world_size: int, pin_memory: bool,
     standardize: bool = False,
@@ -211,10 +140,27 @@ def pretraining_valid_batches(
     cfg, mask: MaskConfig | None, *, units: bool, rank: int, world_size: int,
     standardize: bool = False,
 ) -> ValidBatches | None:  # fmt: skip
-    """The validation batches of a pretraining run (None without [data] valid_manifest)."""
+    """The validation batches of a pretraining run (None without [data] valid_manifest): its
+    utterances cropped and masked the same way every time (data.valid)."""
     data = cfg.data
     if data.valid_manifest is None:
         return None
-    unit_files = data.valid_units if units else ()
-    return ValidBatches(data.valid_manifest, unit_files, data, mask, rank=rank,
-                        world_size=world_size, standardize=standardize)  # fmt: skip
+    dataset = load_dataset(
+        data.valid_manifest,
+        data.valid_units if units else (),
+        data.min_samples,
+        standardize=standardize,
+        num_units=data.num_units,
+    )
+    lengths = [min(dataset.num_samples(i), data.max_samples) for i in range(len(dataset))]
+    collate = CropCollator(
+        max_samples=data.max_samples,
+        batching="pad",
+        seed=VALID_SEED,
+        mask=mask,
+        min_samples=data.min_samples,
+    )
+    return ValidBatches(
+        dataset, lengths, data.batch_samples, collate, rank=rank, world_size=world_size,
+        max_batches=data.max_valid_batches, num_workers=data.num_workers,
+    )  # fmt: skip

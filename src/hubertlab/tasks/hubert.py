@@ -12,10 +12,11 @@ from torch import nn
 
 from hubertlab.config import to_dict
 from hubertlab.data.dataset import Batch
+from hubertlab.data.valid import ValidBatches
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.hubert import HEAD_PREFIXES, HubertModel
 from hubertlab.tasks.base import TaskBase, TaskLoss
-from hubertlab.tasks.data import ValidBatches, pretraining_batches, pretraining_valid_batches
+from hubertlab.tasks.data import pretraining_batches, pretraining_valid_batches
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,12 @@ from torch import nn
 
 from hubertlab.config import to_dict
 from hubertlab.data.dataset import Batch
+from hubertlab.data.valid import ValidBatches
 from hubertlab.models.codebooks import perplexity
 from hubertlab.models.spidr import DistillModel
 from hubertlab.models.spidr_config import DistillConfig
 from hubertlab.tasks.base import TaskBase, TaskLoss
-from hubertlab.tasks.data import ValidBatches, pretraining_batches, pretraining_valid_batches
+from hubertlab.tasks.data import pretraining_batches, pretraining_valid_batches
 
 log = logging.getLogger(__name__)
 

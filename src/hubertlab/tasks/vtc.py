@@ -18,8 +18,8 @@ from torch import nn
 from hubertlab.constants import FRAME_HOP, SAMPLE_RATE
 from hubertlab.data.dataset import Batch
 from hubertlab.data.rttm import read_rttm_files, read_uem
+from hubertlab.data.window_batches import WindowBatches, WindowValidBatches
 from hubertlab.data.windows import Recording, WindowDataset, load_recordings
-from hubertlab.finetune.batches import WindowBatches, WindowValidBatches
 from hubertlab.finetune.f1 import f1_from_counts, macro_mean
 from hubertlab.finetune.inference import tune_on_dev
 from hubertlab.finetune.postprocess import save_thresholds
