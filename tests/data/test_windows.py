@@ -19,6 +19,7 @@ from hubertlab.data.windows import (
     load_recordings,
     read_window,
     sliding_window_starts,
+    window_and_hop,
 )
 
 SECONDS = (11.3, 2.5)  # the second is shorter than a window
@@ -111,3 +112,17 @@ def test_sliding_windows_cover_every_frame(num_samples):
         covered[s // 320 : s // 320 + 199] = True
         assert s + 64000 - num_samples < 320 or s == 0  # < 20 ms of padding
     assert covered.all()
+
+
+def test_window_and_hop_is_on_the_frame_grid():
+    """Training, threshold tuning and predict take their windows here: 4 s with 75 % overlap
+    hop 1 s; a hop is a whole number of frames, rounded, and never under one frame."""
+    assert window_and_hop(4.0) == (64000, 16000)
+    assert window_and_hop(2.0, overlap=0.75) == (32000, 8000)
+    assert window_and_hop(2.3) == (36800, 9280)  # 9200 samples round to 29 frames
+    assert window_and_hop(0.1, overlap=0.99) == (1600, 320)
+    for seconds in (0.5, 1.0, 2.3, 4.0, 7.77):
+        for overlap in (0.0, 0.5, 0.75):
+            window, hop = window_and_hop(seconds, overlap)
+            assert window == round(seconds * 16000)
+            assert hop % 320 == 0 and hop >= 320

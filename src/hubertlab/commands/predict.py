@@ -8,7 +8,19 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from hubertlab.commands.args import ranged_float, ranged_int
+from hubertlab.data.manifest import read_manifest
+from hubertlab.data.rttm import write_rttm
+from hubertlab.data.text import CharVocab, write_transcripts
+from hubertlab.data.windows import load_recordings, window_and_hop
+from hubertlab.finetune.inference import predict_turns, transcribe
+from hubertlab.finetune.postprocess import DEFAULT_THRESHOLD, load_thresholds
+from hubertlab.tasks import FINETUNING, TASKS
+from hubertlab.tasks.vtc import THRESHOLDS_FILE
+from hubertlab.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +55,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _thresholds(args: argparse.Namespace, classes: tuple[str, ...]):
-    import numpy as np
-
-    from hubertlab.finetune.postprocess import DEFAULT_THRESHOLD, load_thresholds
-    from hubertlab.tasks.vtc import THRESHOLDS_FILE
-
     path = Path(args.thresholds) if args.thresholds else None
     if path is None:
         beside = Path(args.checkpoint).resolve().parent.parent / THRESHOLDS_FILE
@@ -60,16 +67,6 @@ def _thresholds(args: argparse.Namespace, classes: tuple[str, ...]):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from hubertlab.data.manifest import read_manifest
-    from hubertlab.data.rttm import write_rttm
-    from hubertlab.data.text import CharVocab, write_transcripts
-    from hubertlab.data.windows import load_recordings
-    from hubertlab.finetune.inference import predict_turns, transcribe
-    from hubertlab.tasks import FINETUNING, TASKS
-    from hubertlab.train.checkpoint import load_checkpoint
-
     if args.threads:
         torch.set_num_threads(args.threads)
     state = load_checkpoint(args.checkpoint)
@@ -88,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = args.window_seconds
     if seconds is None:
         seconds = state.get("train_config", {}).get("data", {}).get("window_seconds", 4.0)
-    window = round(seconds * 16000)
-    hop = max(320, round(window * (1 - args.overlap) / 320) * 320)
+    window, hop = window_and_hop(seconds, args.overlap)
     turns = predict_turns(
         model, load_recordings(args.manifest, {}), _thresholds(args, classes), classes,
         min_gap_s=args.min_gap, min_duration_s=args.min_duration, window_samples=window,

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from hubertlab.data.rttm import VTC_CLASSES
+from hubertlab.data.rttm import VTC_CLASSES, read_rttm_files, read_uem
+from hubertlab.data.text import normalize_text, read_transcripts
+from hubertlab.evaluate.asr import error_rates, format_error_table, write_asr_report
+from hubertlab.evaluate.classification import (
+    detection_scores,
+    format_detection_table,
+    macro_f1,
+    write_detection_report,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,14 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_vtc(args: argparse.Namespace) -> int:
-    from hubertlab.data.rttm import read_rttm_files, read_uem
-    from hubertlab.evaluate.classification import (
-        detection_scores,
-        format_detection_table,
-        macro_f1,
-        write_detection_report,
-    )
-
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     if not classes:
         raise ValueError("--classes must name at least one label")
@@ -65,9 +65,6 @@ def _run_vtc(args: argparse.Namespace) -> int:
 
 
 def _run_asr(args: argparse.Namespace) -> int:
-    from hubertlab.data.text import normalize_text, read_transcripts
-    from hubertlab.evaluate.asr import error_rates, format_error_table, write_asr_report
-
     try:
         buckets = tuple(int(b) for b in args.buckets.split(",") if b.strip())
     except ValueError:

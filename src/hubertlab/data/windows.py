@@ -160,7 +160,7 @@ class WindowDataset(torch.utils.data.Dataset):
     ) -> None:
         if not recordings:
             raise ValueError("WindowDataset needs at least one recording")
-        self.window_samples = round(window_s * SAMPLE_RATE)
+        self.window_samples, _ = window_and_hop(window_s)
         self.frames = num_frames(self.window_samples)
         if self.frames < 1:
             raise ValueError(f"window_s {window_s} is shorter than one frame (25 ms)")
@@ -207,6 +207,16 @@ class WindowDataset(torch.utils.data.Dataset):
             wav = standardize_waveform(wav)
         targets, ignore = recording.window_targets(start // FRAME_HOP, self.frames, self.classes)
         return torch.from_numpy(wav), torch.from_numpy(targets), torch.from_numpy(ignore)
+
+
+def window_and_hop(window_s: float, overlap: float = 0.75) -> tuple[int, int]:
+    """Samples of a `window_s`-second window and the hop between windows that overlap by
+    `overlap`, on the frame grid and at least one frame. The one place training (its windows),
+    threshold tuning and predict (their 75 % overlap) take them from, so that the thresholds
+    are tuned on windows exactly as predict runs them."""
+    window = round(window_s * SAMPLE_RATE)
+    hop = max(FRAME_HOP, round(window * (1 - overlap) / FRAME_HOP) * FRAME_HOP)
+    return window, hop
 
 
 def sliding_window_starts(

@@ -22,8 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubertlab.demo.vtc import MAX_SPEAKERS_PER_CLASS, VtcCorpusConfig
+from hubertlab.config import to_dict
+from hubertlab.data.manifest import read_manifest
+from hubertlab.data.rttm import read_rttm_files, read_uem, write_rttm
+from hubertlab.data.text import CharVocab, normalize_text, read_transcripts, write_transcripts
+from hubertlab.data.windows import load_recordings
+from hubertlab.demo.transcripts import write_demo_transcripts
+from hubertlab.demo.vtc import MAX_SPEAKERS_PER_CLASS, VtcCorpusConfig, build_vtc_corpus
+from hubertlab.evaluate.asr import error_rates
+from hubertlab.evaluate.classification import detection_scores, macro_f1
 from hubertlab.fileio import atomic_write_json, atomic_write_text
+from hubertlab.finetune.inference import predict_turns, transcribe
+from hubertlab.finetune.postprocess import load_thresholds
+from hubertlab.models.finetune import pretrained_backbone
+from hubertlab.tasks.finetune_config import finetune_config_from_dict
+from hubertlab.tasks.vtc import THRESHOLDS_FILE
+from hubertlab.train.checkpoint import best_checkpoint
+from hubertlab.train.loop import train
+from hubertlab.train.validate import model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +133,6 @@ def pretrained_model(out: Path, path: str | None = None) -> Path:
 def _encoder(kind: str, pretrained: Path) -> dict[str, Any]:
     """The [finetune] keys of one encoder: the random one has the pretrained architecture, the
     MFCC frame model its width."""
-    from hubertlab.config import to_dict
-    from hubertlab.models.finetune import pretrained_backbone
-
     backbone, _ = pretrained_backbone(str(pretrained), {})
     if kind == "pretrained":
         return {"encoder": str(pretrained)}
@@ -129,9 +142,6 @@ def _encoder(kind: str, pretrained: Path) -> dict[str, Any]:
 
 
 def _config(recipe: DemoRecipe, kind: str, pretrained: Path, run_dir: Path, seed: int) -> Any:
-    from hubertlab.models.finetune import pretrained_backbone
-    from hubertlab.tasks.finetune_config import finetune_config_from_dict
-
     task, steps = recipe.task, recipe.steps
     layers = _encoder(kind, pretrained)
     if recipe.last_layer:
@@ -165,15 +175,6 @@ def _config(recipe: DemoRecipe, kind: str, pretrained: Path, run_dir: Path, seed
 
 
 def _vtc_score(cfg: Any, corpus: Path) -> dict[str, Any]:
-    from hubertlab.data.rttm import read_rttm_files, read_uem, write_rttm
-    from hubertlab.data.windows import load_recordings
-    from hubertlab.evaluate.classification import detection_scores, macro_f1
-    from hubertlab.finetune.inference import predict_turns
-    from hubertlab.finetune.postprocess import load_thresholds
-    from hubertlab.tasks.vtc import THRESHOLDS_FILE
-    from hubertlab.train.checkpoint import best_checkpoint
-    from hubertlab.train.validate import model_from_checkpoint
-
     out, classes = Path(cfg.run.out_dir), tuple(cfg.finetune.classes)
     model = model_from_checkpoint(best_checkpoint(out / "checkpoints"))
     thresholds = load_thresholds(out / THRESHOLDS_FILE, classes)
@@ -190,18 +191,6 @@ def _vtc_score(cfg: Any, corpus: Path) -> dict[str, Any]:
 
 
 def _ctc_score(cfg: Any, eval_corpus: Path) -> dict[str, Any]:
-    from hubertlab.data.manifest import read_manifest
-    from hubertlab.data.text import (
-        CharVocab,
-        normalize_text,
-        read_transcripts,
-        write_transcripts,
-    )
-    from hubertlab.evaluate.asr import error_rates
-    from hubertlab.finetune.inference import transcribe
-    from hubertlab.train.checkpoint import best_checkpoint
-    from hubertlab.train.validate import model_from_checkpoint
-
     out = Path(cfg.run.out_dir)
     model = model_from_checkpoint(best_checkpoint(out / "checkpoints"))
     texts = transcribe(
@@ -216,8 +205,6 @@ def _ctc_score(cfg: Any, eval_corpus: Path) -> dict[str, Any]:
 def _run_one(recipe: DemoRecipe, kind: str, pretrained: Path, run_dir: Path,
              seed: int) -> dict[str, Any]:  # fmt: skip
     """Fine-tune (or resume) and score one (task, encoder); a finished score is kept."""
-    from hubertlab.train.loop import train
-
     done = run_dir / "score.json"
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
@@ -253,9 +240,6 @@ def run_finetune_demo(out_dir: str | Path, settings: FinetuneDemoSettings = Fine
 def finetune_runs(out: Path, settings: FinetuneDemoSettings, kinds, pretrained: Path) -> list:
     """Fine-tune and score VTC and CTC from each encoder of `kinds` (the random and MFCC
     encoders take only the architecture of `pretrained`); runs already scored are reused."""
-    from hubertlab.demo.transcripts import write_demo_transcripts
-    from hubertlab.demo.vtc import build_vtc_corpus
-
     root = out / "finetune"
     vtc = root / f"vtc_corpus-{settings.vtc_tag()}"
     build_vtc_corpus(vtc, settings.vtc_corpus())

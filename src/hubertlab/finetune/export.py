@@ -14,20 +14,22 @@ from __future__ import annotations
 from collections.abc import Container
 from pathlib import Path
 
+from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.text import CharVocab
+from hubertlab.models.checkpoint import give_weights_umask_permissions
 from hubertlab.models.config import HubertConfig
-from hubertlab.models.finetune import FinetuneModel
+from hubertlab.models.convert import hf_config_dict, ours_to_hf
+from hubertlab.models.finetune import FinetuneModel, model_from_state
+from hubertlab.models.safe_load import safe_load
 
 
 def export_ctc_transformers(model: FinetuneModel, out_dir: str | Path) -> Path:
     """Write HubertForCTC + processor files to out_dir; returns it. `model` is a CTC model
     (the caller asks its task, Task.exports_to)."""
-    try:
+    try:  # lazy: transformers is a heavy optional extra, only this export needs it
         import transformers
     except ImportError as e:
         raise ImportError("exporting to transformers needs `pip install hubertlab[interop]`") from e
-    from hubertlab.models.checkpoint import give_weights_umask_permissions
-    from hubertlab.models.convert import hf_config_dict, ours_to_hf
 
     cfg = model.cfg
     if cfg.encoder != "backbone":
@@ -62,7 +64,7 @@ def export_ctc_transformers(model: FinetuneModel, out_dir: str | Path) -> Path:
     tokenizer = transformers.Wav2Vec2CTCTokenizer.from_pretrained(str(out_dir))
     extractor = transformers.Wav2Vec2FeatureExtractor(
         feature_size=1,
-        sampling_rate=16000,
+        sampling_rate=SAMPLE_RATE,
         padding_value=0.0,
         do_normalize=cfg.backbone.normalize_waveform,
         return_attention_mask=cfg.backbone.conv_norm == "layer",
@@ -77,9 +79,6 @@ def read_finetuned(path: str | Path, kinds: Container[str]) -> FinetuneModel | N
     """The model of a fine-tuning training checkpoint (its model_kind one of `kinds`, the
     fine-tuning tasks); None for anything else (a pretraining checkpoint or folder, other
     formats)."""
-    from hubertlab.models.checkpoint import safe_load
-    from hubertlab.models.finetune import model_from_state
-
     path = Path(path)
     if not path.is_file() or path.suffix != ".pt":
         return None

@@ -17,13 +17,17 @@ from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, SAMPLE_RATE, num_fra
 from hubertlab.data.manifest import Manifest, check_manifest_audio
 from hubertlab.data.rttm import Turn
 from hubertlab.data.text import CharVocab, greedy_ctc_texts
-from hubertlab.data.windows import Recording, read_window, sliding_window_starts
+from hubertlab.data.windows import (
+    Recording,
+    read_window,
+    sliding_window_starts,
+    window_and_hop,
+)
 from hubertlab.finetune.postprocess import average_windows, decode_recording, tune_thresholds
 
 log = logging.getLogger(__name__)
 
-WINDOW_SAMPLES = 4 * SAMPLE_RATE
-HOP_SAMPLES = SAMPLE_RATE  # 75 % overlap of 4 s windows
+WINDOW_SAMPLES, HOP_SAMPLES = window_and_hop(4.0)  # 75 % overlap of 4 s windows
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:

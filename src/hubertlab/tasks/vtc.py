@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hubertlab.constants import FRAME_HOP, SAMPLE_RATE
 from hubertlab.data.dataset import Batch
 from hubertlab.data.rttm import read_rttm_files, read_uem
 from hubertlab.data.window_batches import WindowBatches, WindowValidBatches
-from hubertlab.data.windows import Recording, WindowDataset, load_recordings
+from hubertlab.data.windows import Recording, WindowDataset, load_recordings, window_and_hop
 from hubertlab.finetune.f1 import f1_from_counts, macro_mean
 from hubertlab.finetune.inference import tune_on_dev
 from hubertlab.finetune.postprocess import save_thresholds
@@ -103,7 +102,7 @@ class VtcTask(FinetuneTask):
         return WindowValidBatches(
             recordings,
             self.classes,
-            window_samples=round(data.window_seconds * 16000),
+            window_samples=window_and_hop(data.window_seconds)[0],
             batch_size=data.batch_size,
             rank=rank,
             world_size=world_size,
@@ -156,8 +155,7 @@ class VtcTask(FinetuneTask):
         data = self.cfg.data
         model = load_model(best)
         dev = read_recordings(data.dev_manifest, data.dev_rttm, data.dev_uem, self.classes)
-        window = round(data.window_seconds * SAMPLE_RATE)
-        hop = max(FRAME_HOP, window // 4 // FRAME_HOP * FRAME_HOP)
+        window, hop = window_and_hop(data.window_seconds, overlap=0.75)
         thresholds = tune_on_dev(model, dev, self.classes, window_samples=window, hop_samples=hop)
         path = Path(self.cfg.run.out_dir) / THRESHOLDS_FILE
         save_thresholds(thresholds, path)

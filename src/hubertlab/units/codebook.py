@@ -20,7 +20,9 @@ from hubertlab.constants import LABEL_RATE_HZ
 from hubertlab.data.manifest import Manifest, read_manifest
 from hubertlab.features.hidden import LayerExtractor
 from hubertlab.fileio import atomic_open, atomic_write_json, atomic_write_text
+from hubertlab.models.checkpoint import from_pretrained
 from hubertlab.models.spidr import DistillModel
+from hubertlab.units.assign import DICT_NAME, KM_NAME, META_NAME, UNITS_NAME
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ class CodebookExtractor(LayerExtractor):
         context_seconds: float = 2.0,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
-            from hubertlab.models.checkpoint import from_pretrained
-
             if not Path(model).exists():
                 raise FileNotFoundError(f"checkpoint not found: {model}")
             model = from_pretrained(model)
@@ -118,8 +118,6 @@ def transcribe_codebooks(
 def _write_units(
     out: Path, manifest: Manifest, units: list[np.ndarray], settings: dict, size: int
 ) -> Path:
-    from hubertlab.units.assign import DICT_NAME, KM_NAME, META_NAME, UNITS_NAME
-
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / UNITS_NAME, "w", encoding="utf-8") as f:
         for row, u in zip(manifest, units, strict=True):
