@@ -87,7 +87,7 @@ class CtcTask(FinetuneTask):
         # Before training: a row that contradicts its audio would be skipped at every epoch.
         check_manifest_audio(rows)
         ids = utterance_ids(rows, read_transcripts(transcripts), self.vocab, transcripts)
-        max_samples = round(self.cfg.data.max_utterance_seconds * 16000)
+        max_samples = round(self.cfg.data.max_utterance_seconds * SAMPLE_RATE)
         return UtteranceDataset(rows, ids, max_samples)
 
     def train_batches(self, *, rank: int, world_size: int, pin_memory: bool):
