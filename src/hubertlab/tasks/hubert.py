@@ -13,7 +13,9 @@ from torch import nn
 from hubertlab.config import to_dict
 from hubertlab.data.dataset import Batch
 from hubertlab.data.valid import ValidBatches
+from hubertlab.models import checkpoint as model_checkpoint
 from hubertlab.models.config import HubertConfig
+from hubertlab.models.convert import legacy_to_ours
 from hubertlab.models.hubert import HEAD_PREFIXES, HubertModel
 from hubertlab.tasks.base import TaskBase, TaskLoss
 from hubertlab.tasks.data import pretraining_batches, pretraining_valid_batches
@@ -29,9 +31,7 @@ def model_config(cfg: Any) -> HubertConfig:
         return HubertConfig.from_dict(
             {"preset": cfg.model.preset, **overrides}, where="model.overrides"
         )
-    from hubertlab.models.checkpoint import read_checkpoint
-
-    pretrained, _ = read_checkpoint(cfg.model.from_pretrained)
+    pretrained, _ = model_checkpoint.read_checkpoint(cfg.model.from_pretrained)
     return HubertConfig.from_dict({**to_dict(pretrained), **overrides}, where="model.overrides")
 
 
@@ -79,8 +79,6 @@ class HubertTask(TaskBase):
         path = self.cfg.model.from_pretrained
         if path is None:
             return HubertModel(model_cfg)
-        from hubertlab.models import checkpoint as model_checkpoint
-
         pretrained_cfg, state = model_checkpoint.read_checkpoint(path)
         keep_head = not self.cfg.model.new_head and model_cfg.num_units == pretrained_cfg.num_units
         model = model_checkpoint.build_model(model_cfg, state, keep_head=keep_head, where=str(path))
@@ -93,8 +91,6 @@ class HubertTask(TaskBase):
 
     @staticmethod
     def model_from_state(state: dict[str, Any]) -> nn.Module:
-        from hubertlab.models.convert import legacy_to_ours
-
         model = HubertModel(HubertConfig.from_dict(state["model_config"], where="model_config"))
         model.load_state_dict(legacy_to_ours(state["model"]))
         return model

@@ -26,6 +26,7 @@ from hubertlab.data.valid import ValidBatches
 from hubertlab.models.codebooks import perplexity
 from hubertlab.models.spidr import DistillModel
 from hubertlab.models.spidr_config import DistillConfig
+from hubertlab.models.spidr_io import read_distill_checkpoint
 from hubertlab.tasks.base import TaskBase, TaskLoss
 from hubertlab.tasks.data import pretraining_batches, pretraining_valid_batches
 
@@ -37,8 +38,6 @@ def model_config(cfg: Any) -> DistillConfig:
     config) with the overrides applied, checked once as a whole."""
     overrides = dict(cfg.model.overrides)
     if cfg.model.from_pretrained is not None:
-        from hubertlab.models.spidr_io import read_distill_checkpoint
-
         pretrained, _ = read_distill_checkpoint(cfg.model.from_pretrained, kind=cfg.model.kind)
         if pretrained.kind != cfg.model.kind:
             raise ValueError(
@@ -99,8 +98,6 @@ class DistillTask(TaskBase):
         model = DistillModel(self.distill_config)
         path = self.cfg.model.from_pretrained
         if path is not None:
-            from hubertlab.models.spidr_io import read_distill_checkpoint
-
             _, state = read_distill_checkpoint(path, kind=self.kind)
             model.load_state_dict(state)
             log.info("continued pretraining from %s", path)
