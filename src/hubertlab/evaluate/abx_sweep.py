@@ -308,7 +308,7 @@ def scores_from_json(entries: Sequence[Mapping]) -> list[LayerScore]:
 
 
 def _plot(scores: Sequence[LayerScore], path: Path) -> None:
-    try:
+    try:  # lazy: matplotlib is heavy and optional (no figure without it)
         import matplotlib
     except ImportError:
         logger.warning("matplotlib not installed: %s not drawn (pip install matplotlib)", path)

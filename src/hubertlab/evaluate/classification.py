@@ -169,7 +169,7 @@ def format_detection_table(scores: Sequence[ClassScore]) -> str:
 
 
 def _plot_f1(scores: Sequence[ClassScore], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: heavy, and only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
