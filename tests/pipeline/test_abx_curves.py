@@ -60,7 +60,7 @@ def test_pipeline_scores_every_checkpoint_and_resumes(tmp_path, monkeypatch):
     run = tmp_path / "run"
     folder = run / "iteration1" / abx_curves.CURVES_DIR
     curves = json.loads((folder / "abx_curves.json").read_text())
-    assert [s["step"] for s in curves["steps"]] == [2, 4, 6]
+    assert [s["step"] for s in curves["steps"]] == [0, 2, 4, 6]  # 0: the model before training
     baseline = json.loads((run / "baseline" / "abx.json").read_text())
     assert curves["baselines"] == baseline["scores"]  # scored once, by the baseline step
     report = (run / "report.md").read_text()

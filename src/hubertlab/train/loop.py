@@ -91,6 +91,10 @@ def _train(cfg: TrainConfig, task: Task, info: DistInfo) -> dict[str, Any]:
     if run.compile:
         model = torch.compile(model)
     metrics = _open_metrics(cfg, task, raw_model, progress, info)
+    if progress.step == 0 and run.keep_every > 0:
+        # The learning curve's origin: the model before any step (random init, or the model
+        # it continues), so ABX over checkpoints shows what training itself added.
+        _save(ckpt_dir, raw_model, optimizer, train_batches, progress, cfg, task, info)
     bar = _progress_bar(progress.step, max_steps, enabled=info.is_main and run.progress_bar)
 
     batches = iter(train_batches)
