@@ -1,5 +1,5 @@
-"""The README's long-form recipe, start to finish on a small long-form demo corpus: VAD ->
-segments (and UPS curation) -> MFCC units -> shards -> streaming training, then a resume."""
+"""The long-form recipe of docs/long-form.md, start to finish on a small long-form demo corpus:
+VAD -> segments (and UPS curation) -> MFCC units -> shards -> streaming training, then a resume."""
 
 from __future__ import annotations
 

@@ -239,7 +239,7 @@ def test_bad_config(kwargs, message):
 
 
 def test_men_speak_lower_than_women():
-    # A pitch drawn regardless of sex taught the demo model to drop it (README, fine-tuning).
+    # A pitch drawn regardless of sex taught the demo model to drop it (docs/results.md).
     speakers = make_speakers(DemoCorpusConfig(speakers=24, seed=5))
     men = [s.pitch for s in speakers if s.voice.split("+")[1].startswith("m")]
     women = [s.pitch for s in speakers if s.voice.split("+")[1].startswith("f")]

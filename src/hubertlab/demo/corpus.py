@@ -54,7 +54,7 @@ VARIANTS = tuple(f"m{i}" for i in range(1, 8)) + tuple(f"f{i}" for i in range(1,
 # (15-45 for men, 50-80 for women; demo/vtc.py's MAL and FEM bounds are one lower at the top,
 # kept so that neither corpus's draws change). Real voices differ by sex in pitch; a corpus
 # that drew every speaker from one range taught the demo model to drop pitch, and its
-# fine-tuning could not tell men from women (README, fine-tuning).
+# fine-tuning could not tell men from women (docs/results.md, fine-tuning).
 ADULT_PITCH = {"m": (15, 46), "f": (50, 81)}
 # eSpeak mnemonics of plosives and affricates start with one of these (case matters: "D" is a
 # fricative); their closure precedes eSpeak's event.

@@ -50,11 +50,11 @@ ENCODERS = ("pretrained", "random", "mfcc")
 class FinetuneDemoSettings:
     vtc_minutes: float = 24.0  # VTC training + dev recordings (3:1)
     # The VTC test split. Large, because 6 minutes scored the same model 7.7 points of macro F1
-    # apart from 132 minutes of the same voices (README).
+    # apart from 132 minutes of the same voices (docs/results.md).
     vtc_test_minutes: float = 30.0
     # Speakers of each voice type in each split: test scores 10 unseen voices per class.
     vtc_speakers: int = MAX_SPEAKERS_PER_CLASS
-    # The budget of the README's comparison (~20 min on 2 cores for the six runs).
+    # The budget of the comparison in docs/results.md (~20 min on 2 cores for the six runs).
     vtc_steps: int = 1000
     ctc_steps: int = 300
     seed: int = 0

@@ -168,7 +168,7 @@ preset = "tiny"
     + """
 # The spidr recipe's AdamW settings and learning rate (REFERENCE 7.1), the demo's schedule.
 # At HuBERT's lr 1e-3 the tiny SpidR collapsed (every codebook at perplexity ~2 from step
-# ~400) at 2300 steps, and survived at 1850 only by chance of its warm-up (README).
+# ~400) at 2300 steps, and survived at 1850 only by chance of its warm-up (docs/results.md).
 [train.optim]
 lr = 5e-4
 betas = [0.9, 0.95]

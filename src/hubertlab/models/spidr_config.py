@@ -177,7 +177,7 @@ TINY_BACKBONE = dataclasses.replace(
     attention_dropout=0.05,
 )
 
-# Measured on a 4-minute demo corpus (8 s batches, 150 steps, README): with base's codebook
+# Measured on a 4-minute demo corpus (8 s batches, 150 steps, docs/models.md): with base's codebook
 # decay 0.9 the target perplexity drifts down (6.2 -> 4.7 of 64 with a fast teacher); slower
 # codebooks collapse at once (0.99: 1.7, 0.999: 1.2); decay 0.5 with base's teacher schedule
 # holds it at ~18. Small batches need codebooks that follow the targets quickly.
