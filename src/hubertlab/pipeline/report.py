@@ -248,7 +248,12 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
     ]
     standing = _standing(cfg, n)
     if standing:
-        lines += ["## Where it stands (ABX, best layer at the end of training)", "", *standing]
+        lines += [
+            "## Where it stands (ABX, best layer of each iteration's selected checkpoint: the "
+            "lowest validation loss)",
+            "",
+            *standing,
+        ]
     lines += _curve_sections(cfg, n, out)
     lines += [
         "",
