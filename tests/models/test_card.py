@@ -12,7 +12,7 @@ import torch
 from hubertlab import cli
 from hubertlab.config import to_dict
 from hubertlab.data.manifest import ManifestRow, write_manifest
-from hubertlab.models.card import LICENCE_LINE, NOT_RECORDED, read_provenance
+from hubertlab.models.card import LICENCE_LINE, NOT_RECORDED, Provenance, read_provenance
 from hubertlab.models.checkpoint import save_pretrained, training_checkpoint
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.hubert import HubertModel
@@ -116,6 +116,11 @@ def test_a_source_that_records_nothing_says_so(tmp_path: Path):
     model = tiny_model()
     torch.save(training_checkpoint(model), tmp_path / "bare.pt")
     assert read_provenance(tmp_path / "bare.pt").train is None
+    # A folder outside a pipeline iteration: nothing beside it is taken for its history.
+    save_pretrained(model, tmp_path / "elsewhere" / "model")
+    (tmp_path / "elsewhere" / "abx").mkdir()
+    (tmp_path / "elsewhere" / "abx" / "abx.json").write_text("{}")
+    assert read_provenance(tmp_path / "elsewhere" / "model") == Provenance()
     # A training manifest moved away after training: the hours are not guessed.
     gone = train_config(tmp_path / "moved.csv")
     torch.save(training_checkpoint(model, train_config=gone), tmp_path / "moved.pt")

@@ -57,19 +57,20 @@ def read_provenance(source: str | Path) -> Provenance:
             step=state.get("step"),
             audio_seen_s=counters.get("audio_seconds"),
         )
-    if not source.is_dir():
-        return Provenance()
     # A pipeline iteration: iteration<k>/{model, train, abx}; the baseline is beside them.
+    # Any other folder keeps nothing we could trust to be about these weights.
     root = source.parent
+    match = _ITERATION_DIR.match(root.name)
+    if not (source.is_dir() and source.name == "model" and match):
+        return Provenance()
     run = _read_json(root / "train" / "config.json") or {}
     best = _read_json(root / "train" / "checkpoints" / "best.json") or {}
-    match = _ITERATION_DIR.match(root.name)
     return Provenance(
         train=run.get("train"),
         step=best.get("step"),
-        iteration=int(match.group(1)) if match else None,
+        iteration=int(match.group(1)),
         abx=_read_json(root / "abx" / "abx.json"),
-        baseline_abx=_read_json(root.parent / "baseline" / "abx.json") if match else None,
+        baseline_abx=_read_json(root.parent / "baseline" / "abx.json"),
     )
 
 
