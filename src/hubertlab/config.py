@@ -218,7 +218,15 @@ class RunSection:
     # ABX learning curve (`hubertlab abx --checkpoints`).
     keep_every: int = 0
     valid_every: int = 1000  # steps between validations (0: never; also runs at the end)
-    tensorboard: bool = False
+    # Where metrics go besides metrics.jsonl (hubertlab.train.loggers): "tensorboard"
+    # (OUT/tensorboard) and "wandb" (Weights & Biases, `pip install hubertlab[wandb]`).
+    loggers: tuple[Literal["tensorboard", "wandb"], ...] = ()
+    tensorboard: bool = False  # the same as "tensorboard" in loggers (the key before loggers)
+    wandb_project: str = "hubertlab"
+    wandb_name: str | None = None  # the run's name in W&B; unset: out_dir
+    # "offline" logs to OUT/wandb with no network (`wandb sync` uploads it later); WANDB_MODE
+    # in the environment, when set, wins.
+    wandb_mode: Literal["offline", "online"] = "offline"
     progress_bar: bool = True
     max_nonfinite_in_a_row: int = 10  # skipped steps (NaN/inf loss or grad) before giving up
     num_threads: int = 0  # torch intra-op threads per process (0: torch's default)
@@ -233,3 +241,14 @@ class RunSection:
         for name in ("valid_every", "num_threads", "keep_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if len(set(self.loggers)) != len(self.loggers):
+            raise ValueError(f"loggers: each logger once, got {list(self.loggers)}")
+        if not self.wandb_project.strip():
+            raise ValueError("wandb_project: must not be empty")
+
+    @property
+    def active_loggers(self) -> tuple[str, ...]:
+        """`loggers`, with "tensorboard" added by the older `tensorboard = true`."""
+        if self.tensorboard and "tensorboard" not in self.loggers:
+            return ("tensorboard", *self.loggers)
+        return self.loggers

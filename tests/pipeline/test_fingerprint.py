@@ -50,3 +50,20 @@ def test_fingerprints_of_finished_steps_stay_the_same(tmp_path):
     assert by_name["iteration2/features"]["source"]["abx"] == digest(
         {k: v for k, v in by_name["iteration1/abx"].items() if k != "format"}
     )
+
+
+def test_loggers_make_no_finished_step_stale(tmp_path):
+    """Where metrics go changes nothing a step computes: `[train.run] loggers` and the W&B
+    keys (and the older `tensorboard`) leave every fingerprint as it was."""
+    for name in ("train.csv", "valid.csv", "eval.csv", "phones.jsonl", "abx.item"):
+        (tmp_path / name).write_text(f"{name}\n")
+    watched = CONFIG + (
+        '[train.run]\nloggers = ["tensorboard", "wandb"]\ntensorboard = true\n'
+        'wandb_project = "mine"\nwandb_name = "first try"\nwandb_mode = "online"\n'
+    )
+    fingerprints = []
+    for name, text in (("plain", CONFIG), ("watched", watched)):
+        (tmp_path / f"{name}.toml").write_text(text)
+        steps = build_steps(load_pipeline_config(tmp_path / f"{name}.toml"))
+        fingerprints.append({step.name: digest(step.fingerprint) for step in steps})
+    assert fingerprints[0] == fingerprints[1]

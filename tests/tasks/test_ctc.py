@@ -112,6 +112,9 @@ def test_hubert_for_ctc_export_decodes_the_same_strings(corpus: Path, run: Path,
     transformers = pytest.importorskip("transformers")
     checkpoint = ckpt.latest_checkpoint(run / "checkpoints")
     assert cli.main(["export", str(checkpoint), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "pipeline_tag: automatic-speech-recognition" in card and "- ctc" in card
+    assert "fine-tuning, task ctc, encoder" in card and "HubertForCTC.from_pretrained" in card
     hf = transformers.HubertForCTC.from_pretrained(tmp_path / "hf").eval()
     processor = transformers.Wav2Vec2Processor.from_pretrained(tmp_path / "hf")
     model = model_from_checkpoint(checkpoint).eval()

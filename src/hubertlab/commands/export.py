@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.models.card import read_provenance, write_model_card
 from hubertlab.models.checkpoint import export_transformers, from_pretrained, save_pretrained
 from hubertlab.models.hubert import HubertModel
 
@@ -19,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["hf", "hubertlab", "spidr"],
         default="hf",
         help="hf: a dir transformers.HubertModel.from_pretrained loads (no pretraining head), "
-        "or for a CTC fine-tuning checkpoint a HubertForCTC + Wav2Vec2Processor dir; "
+        "or for a CTC fine-tuning checkpoint a HubertForCTC + Wav2Vec2Processor dir, with a "
+        "model card (README.md: architecture, training, ABX, usage; the licence left to fill); "
         "hubertlab: model.safetensors + config.json, head included; spidr (SpidR/DinoSR "
         "models): OUT.pt (or OUT/<kind>.pt) + config.json that the spidr package loads",
     )
@@ -44,10 +46,14 @@ def run(args: argparse.Namespace) -> int:
                 + (f"--to {' | '.join(formats)} only" if formats else "to no format")
             )
         out = export_ctc_transformers(finetuned, args.out)
-        print(f"{args.checkpoint} -> {out} (HubertForCTC + processor)")
+        card = write_model_card(
+            out, finetuned.cfg.backbone, read_provenance(args.checkpoint), ctc=True
+        )
+        print(f"{args.checkpoint} -> {out} (HubertForCTC + processor, model card {card.name})")
         return 0
     overrides = {"num_units": tuple(args.num_units)} if args.num_units else {}
     model = from_pretrained(args.checkpoint, **overrides)
+    written = args.to
     if args.to == "spidr":
         from hubertlab.models.spidr import DistillModel
         from hubertlab.models.spidr_io import export_spidr
@@ -59,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(model, HubertModel):
             raise ValueError(f"{args.checkpoint}: --to hf exports HuBERT models only")
         out = export_transformers(model, args.out)
+        card = write_model_card(out, model.cfg.backbone, read_provenance(args.checkpoint))
+        written = f"hf, model card {card.name}"
     else:
         out = save_pretrained(model, args.out)
-    print(f"{args.checkpoint} -> {out} ({args.to})")
+    print(f"{args.checkpoint} -> {out} ({written})")
     return 0

@@ -46,8 +46,11 @@ SPLITS = ("train", "valid", "eval")
 # normalisation (raw MFCC is scored too, as a second row).
 BASELINE_NAME = "MFCC + CMVN"
 # Training settings that change how a run is watched, not what it computes (keep_every: which
-# checkpoints stay on disk; leaving it out also keeps runs finished before it existed valid).
-UNTRACKED_RUN_KEYS = ("progress_bar", "tensorboard", "log_every", "keep_freed_memory", "keep_every")
+# checkpoints stay on disk; leaving these out also keeps runs finished before they existed valid).
+UNTRACKED_RUN_KEYS = (
+    "progress_bar", "tensorboard", "log_every", "keep_freed_memory", "keep_every",
+    "loggers", "wandb_project", "wandb_name", "wandb_mode",
+)  # fmt: skip
 
 
 def _model_steps(

@@ -39,6 +39,7 @@ from hubertlab.train.distributed import (
     teardown_distributed,
     wrap_model,
 )
+from hubertlab.train.loggers import open_loggers
 from hubertlab.train.metrics import MetricsLog, plot_losses
 from hubertlab.train.optim import build_optimizer, lr_at, set_lr
 from hubertlab.train.validate import Totals, evaluate, forward_loss, model_from_checkpoint
@@ -202,10 +203,8 @@ def _open_metrics(cfg, task, raw_model, progress: Progress, info: DistInfo) -> M
     )
     num_params = sum(p.numel() for p in raw_model.parameters())
     log.info("%.2fM parameters, %d rank(s) on %s", num_params / 1e6, info.world_size, info.device)
-    tensorboard = out_dir / "tensorboard" if cfg.run.tensorboard else None
-    return MetricsLog(
-        out_dir / "metrics.jsonl", resume_step=progress.step, tensorboard_dir=tensorboard
-    )
+    loggers = open_loggers(cfg.run, resume_step=progress.step, config=to_dict(cfg))
+    return MetricsLog(out_dir / "metrics.jsonl", resume_step=progress.step, loggers=loggers)
 
 
 def _forward_backward(cfg, task: Task, model, raw_model, micro, step: int, info: DistInfo):

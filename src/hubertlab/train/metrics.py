@@ -1,53 +1,47 @@
-"""Training metrics: a JSONL file always, TensorBoard when asked, a loss-curve PNG."""
+"""Training metrics: a JSONL file always, the loggers [run] asks for (TensorBoard, W&B:
+hubertlab.train.loggers), a loss-curve PNG."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hubertlab.fileio import atomic_write_text, save_figure
+from hubertlab.train.loggers import Logger
 
 log = logging.getLogger(__name__)
 
 
 class MetricsLog:
-    """Appends one JSON object per record to `path` ({"step", "split", ...metrics}).
+    """Appends one JSON object per record to `path` ({"step", "split", ...metrics}), and hands
+    the numbers to `loggers`, which it closes with itself.
 
     On resume from step S the records after S (written by the interrupted run and about to be
     produced again) are dropped first, so the file never holds a step twice."""
 
-    def __init__(
-        self, path: str | Path, *, resume_step: int = 0, tensorboard_dir: Path | None = None
-    ):
+    def __init__(self, path: str | Path, *, resume_step: int = 0, loggers: Sequence[Logger] = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_file():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self.writer = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
-                log.warning("tensorboard is not installed; logging to %s only", self.path)
-            else:
-                self.writer = SummaryWriter(str(tensorboard_dir), purge_step=resume_step + 1)
+        self.loggers = list(loggers)
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
         self.file.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
         self.file.flush()
-        if self.writer is not None:
-            for name, value in metrics.items():
-                if isinstance(value, int | float):
-                    self.writer.add_scalar(f"{split}/{name}", value, step)
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        for logger in self.loggers:
+            logger.write(step, split, numbers)
 
     def close(self) -> None:
         self.file.close()
-        if self.writer is not None:
-            self.writer.close()
+        for logger in self.loggers:
+            logger.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
