@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.finetune.export import export_ctc_transformers, read_finetuned
 from hubertlab.models.checkpoint import export_transformers, from_pretrained, save_pretrained
 from hubertlab.models.hubert import HubertModel
+from hubertlab.models.spidr import DistillModel
+from hubertlab.models.spidr_io import export_spidr
+from hubertlab.tasks import FINETUNING
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,9 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.finetune.export import export_ctc_transformers, read_finetuned
-    from hubertlab.tasks import FINETUNING
-
     finetuned = read_finetuned(args.checkpoint, FINETUNING)
     if finetuned is not None:
         formats = FINETUNING[finetuned.cfg.task].exports_to
@@ -49,9 +50,6 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"num_units": tuple(args.num_units)} if args.num_units else {}
     model = from_pretrained(args.checkpoint, **overrides)
     if args.to == "spidr":
-        from hubertlab.models.spidr import DistillModel
-        from hubertlab.models.spidr_io import export_spidr
-
         if not isinstance(model, DistillModel):
             raise ValueError(f"{args.checkpoint}: not a SpidR/DinoSR model; --to spidr needs one")
         out = export_spidr(model, args.out)
