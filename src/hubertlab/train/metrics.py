@@ -29,9 +29,9 @@ class MetricsLog:
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.writer = None
         if tensorboard_dir is not None:
-            try:
+            try:  # lazy: tensorboard is an optional extra (hubertlab[logging])
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
+            except ImportError:
                 log.warning("tensorboard is not installed; logging to %s only", self.path)
             else:
                 self.writer = SummaryWriter(str(tensorboard_dir), purge_step=resume_step + 1)
@@ -66,10 +66,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def plot_losses(metrics_path: str | Path, png_path: str | Path) -> None:
     """Training and validation loss against the step (matplotlib Agg; skipped if missing)."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: slow to import; only the figure needs it
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
     except ImportError:
         log.debug("matplotlib is not installed: no loss curve")
         return
