@@ -5,6 +5,7 @@ TYPE_CHECKING:` blocks do not)."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hubertlab"
@@ -87,3 +88,44 @@ def test_no_import_cycles_between_modules_of_a_package():
     }
     cycles = sorted(m for m in siblings if reaches(siblings, m, m))
     assert not cycles, {m: sorted(siblings[m] & set(cycles)) for m in cycles}
+
+
+def function_level_imports() -> list[tuple[str, int, str, str]]:
+    """(file, line, imported module, the line and the one above) of every import inside a
+    function or method of hubertlab."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for func in ast.walk(ast.parse(text)):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = ["." * node.level + (node.module or "")]
+                else:
+                    continue
+                context = "\n".join(lines[max(node.lineno - 2, 0) : node.lineno])
+                rel = str(path.relative_to(SRC.parent))
+                found += [(rel, node.lineno, name, context) for name in names]
+    return found
+
+
+def test_imports_inside_functions_say_why():
+    """Imports sit at the top of a module. One inside a function is lazy for a reason (an
+    optional or slow third-party package, a command's `--help` kept free of torch) that a
+    `# lazy:` comment on its line or the line above gives; the standard library never is."""
+    imports = function_level_imports()
+    assert any(name == "matplotlib" for _, _, name, _ in imports)  # the walk finds them
+    stdlib = sorted(
+        f"{file}:{line} {name}"
+        for file, line, name, _ in imports
+        if name.split(".")[0] in sys.stdlib_module_names
+    )
+    assert not stdlib, stdlib
+    unexplained = sorted(
+        f"{file}:{line} {name}" for file, line, name, context in imports if "# lazy:" not in context
+    )
+    assert not unexplained, unexplained

@@ -162,7 +162,7 @@ def read_jsonl(
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:
     """Save a matplotlib figure atomically (a reader never sees half a PNG) and close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: slow to import; only figures need it
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubertlab.config import to_dict
+from hubertlab.train.config import train_config_from_dict
+from hubertlab.train.loop import train
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +59,7 @@ def make_executor(
     for trying the path; one node only). Without `require_cluster`, submitit's own fallback
     runs the jobs here when there is no SLURM (shard jobs: the same result either way)."""
     try:
-        import submitit
+        import submitit  # lazy: optional (hubertlab[slurm]); a missing one is a clear error
     except ImportError as e:
         raise ValueError("SLURM jobs need submitit: pip install hubertlab[slurm]") from e
     tasks_per_node = max(1, gpus_per_node)
@@ -94,10 +98,7 @@ class TrainJob:
         self.config = config  # plain dict: survives pickling across versions of our classes
 
     def __call__(self) -> dict[str, Any]:
-        import submitit
-
-        from hubertlab.train.config import train_config_from_dict
-        from hubertlab.train.loop import train
+        import submitit  # lazy: optional (hubertlab[slurm]), present where a job runs
 
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
@@ -106,7 +107,7 @@ class TrainJob:
         return train(train_config_from_dict(self.config, where="submitted config"))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        import submitit
+        import submitit  # lazy: optional (hubertlab[slurm]), present where a job runs
 
         log.info("job interrupted: requeueing; training resumes from the latest checkpoint")
         return submitit.helpers.DelayedSubmission(TrainJob(self.config))
@@ -117,8 +118,6 @@ def submit_training(
 ) -> Any:
     """Submit training (a TrainConfig) as one job of slurm.nodes x slurm.gpus_per_node tasks;
     returns the submitit Job."""
-    from hubertlab.config import to_dict
-
     folder = Path(folder) if folder is not None else Path(cfg.run.out_dir) / "submitit"
     executor = make_executor(
         slurm, folder, "train", nodes=slurm.nodes, gpus_per_node=slurm.gpus_per_node, local=local

@@ -7,8 +7,12 @@ import argparse
 
 from hubertlab.commands.args import ranged_float
 from hubertlab.constants import LABEL_RATE_HZ, MFCC_HOP, SAMPLE_RATE
+from hubertlab.data.manifest import read_manifest
+from hubertlab.evaluate import abx_curves, abx_sweep
 from hubertlab.evaluate.abx import SPEAKER_MODES, AbxConfig, read_item_file
 from hubertlab.evaluate.frame_checks import check_frame_shift
+from hubertlab.features import transformers_layers as other
+from hubertlab.models.checkpoint import from_pretrained
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,9 +81,6 @@ def _layers(text: str) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.data.manifest import read_manifest
-    from hubertlab.evaluate import abx_sweep
-
     modes = tuple(m.strip() for m in args.speaker_mode.split(",") if m.strip())
     if any(m not in SPEAKER_MODES for m in modes):
         raise ValueError(
@@ -119,9 +120,6 @@ def run(args: argparse.Namespace) -> int:
             where = str(args.features)
     config = _config(args, modes, frame_shift_s)
     if features is None:
-        from hubertlab.features import transformers_layers as other
-        from hubertlab.models.checkpoint import from_pretrained
-
         if other.is_other_transformers_model(args.checkpoint):  # WavLM, wav2vec 2.0, ...
             model = other.TransformersEncoder(args.checkpoint)
         else:
@@ -157,8 +155,6 @@ def _config(args: argparse.Namespace, modes: tuple[str, ...], frame_shift_s: flo
 
 def _run_curves(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
     """--checkpoints: ABX learning curves of a run (hubertlab.evaluate.abx_curves)."""
-    from hubertlab.evaluate import abx_curves
-
     frame_shift_s = check_frame_shift(
         args.frame_shift, LABEL_RATE_HZ, f"the run {args.checkpoints} (its CNN hops 20 ms)"
     )

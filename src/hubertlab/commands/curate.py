@@ -7,6 +7,13 @@ import csv
 import json
 from pathlib import Path
 
+from hubertlab.curate import select
+from hubertlab.curate.lid import lid_by_fileid, read_lid
+from hubertlab.curate.speech import read_speech
+from hubertlab.data.manifest import read_manifest, relocate, write_manifest
+from hubertlab.fileio import atomic_write_text
+from hubertlab.numbers import checked_float
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # Float flags are checked (hubertlab.numbers) by run() before any work, exit 1.
@@ -29,8 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_hours_table(path: str | Path) -> dict[str, float]:
     """CSV with columns language,hours (finite, >= 0)."""
-    from hubertlab.numbers import checked_float
-
     table = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -47,42 +52,33 @@ def read_hours_table(path: str | Path) -> dict[str, float]:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Every float flag finite and in range, before any work (the error names the flag)."""
-    from hubertlab.curate.select import MIN_CHUNK_S
-    from hubertlab.numbers import checked_float
-
     checked_float(args.hours, "--hours", low=0, low_open=True)
     checked_float(args.min_density, "--min-density", low=0, high=1)
     # A chunk is one training sample: under 1 s (50 frames) it trains nothing (select.py).
-    checked_float(args.chunk_seconds, "--chunk-seconds", low=MIN_CHUNK_S)
+    checked_float(args.chunk_seconds, "--chunk-seconds", low=select.MIN_CHUNK_S)
     checked_float(args.min_speech_seconds, "--min-speech-seconds", low=0, low_open=True,
                   high=args.chunk_seconds)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.curate.lid import lid_by_fileid, read_lid
-    from hubertlab.curate.select import CurationConfig, curate, join_rows, plot_densities
-    from hubertlab.curate.speech import read_speech
-    from hubertlab.data.manifest import read_manifest, relocate, write_manifest
-    from hubertlab.fileio import atomic_write_text
-
     check_flags(args)
     table = read_hours_table(args.hours_table) if args.hours_table else None
-    cfg = CurationConfig(
+    cfg = select.CurationConfig(
         hours=args.hours, min_density=args.min_density, chunk_s=args.chunk_seconds,
         min_speech_s=args.min_speech_seconds, group=args.group,
     )  # fmt: skip
     manifest = read_manifest(args.manifest)
-    pairs = join_rows(read_speech(args.speech), manifest, args.speech)
+    pairs = select.join_rows(read_speech(args.speech), manifest, args.speech)
     lid = None
     if args.lid:
         lid = lid_by_fileid(read_lid(args.lid), pairs, manifest, args.lid)
-    rows, summary = curate(pairs, cfg, lid=lid, hours_table=table)
+    rows, summary = select.curate(pairs, cfg, lid=lid, hours_table=table)
     out = Path(args.out_dir)
     write_manifest(relocate(rows, manifest.root, out / "manifest.csv"), out / "manifest.csv")
     # allow_nan=False: a NaN would make the file invalid JSON; refuse rather than write it.
     text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
     atomic_write_text(out / "summary.json", text)
-    plot_densities(summary["densities"], cfg.min_density, out / "density.png")
+    select.plot_densities(summary["densities"], cfg.min_density, out / "density.png")
     print(
         f"{out}: {len(rows)} chunks, {summary['picked_hours']:.3f} h of {args.hours} h "
         f"({'met' if summary['budget_met'] else 'NOT met'}); by language "

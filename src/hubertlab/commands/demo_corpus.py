@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 
 from hubertlab.commands.args import ranged_float
+from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
+from hubertlab.demo.longform import LongFormConfig, build_longform_corpus
+from hubertlab.demo.transcripts import write_demo_transcripts
+from hubertlab.demo.vtc import VtcCorpusConfig, build_vtc_corpus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_vtc(args: argparse.Namespace) -> int:
-    from hubertlab.demo.vtc import VtcCorpusConfig, build_vtc_corpus
-
     cfg = VtcCorpusConfig(
         minutes=args.minutes,
         recording_minutes=args.recording_minutes or 3.0,
@@ -75,9 +77,6 @@ def _run_vtc(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
-    from hubertlab.demo.transcripts import write_demo_transcripts
-
     if args.vtc:
         return _run_vtc(args)
 
@@ -105,8 +104,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_long_form(args: argparse.Namespace, languages: tuple[str, ...]) -> int:
-    from hubertlab.demo.longform import LongFormConfig, build_longform_corpus
-
     cfg = LongFormConfig(
         hours=args.hours, recording_minutes=args.recording_minutes or 10.0, speakers=args.speakers,
         languages=languages, seed=args.seed,

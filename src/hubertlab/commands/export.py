@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.finetune.export import export_ctc_transformers, read_finetuned
 from hubertlab.models.card import read_provenance, write_model_card
 from hubertlab.models.checkpoint import export_transformers, from_pretrained, save_pretrained
 from hubertlab.models.hubert import HubertModel
+from hubertlab.models.spidr import DistillModel
+from hubertlab.models.spidr_io import export_spidr
+from hubertlab.tasks import FINETUNING
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,9 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.finetune.export import export_ctc_transformers, read_finetuned
-    from hubertlab.tasks import FINETUNING
-
     finetuned = read_finetuned(args.checkpoint, FINETUNING)
     if finetuned is not None:
         formats = FINETUNING[finetuned.cfg.task].exports_to
@@ -55,9 +56,6 @@ def run(args: argparse.Namespace) -> int:
     model = from_pretrained(args.checkpoint, **overrides)
     written = args.to
     if args.to == "spidr":
-        from hubertlab.models.spidr import DistillModel
-        from hubertlab.models.spidr_io import export_spidr
-
         if not isinstance(model, DistillModel):
             raise ValueError(f"{args.checkpoint}: not a SpidR/DinoSR model; --to spidr needs one")
         out = export_spidr(model, args.out)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from hubertlab.commands.args import ranged_float
+from hubertlab.features.extractors import build_extractor as build
 from hubertlab.features.store import DTYPES, FeatureStore, extract_features_to_store
 
 
@@ -43,11 +46,7 @@ def build_extractor(args: argparse.Namespace):
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
         torch.set_num_threads(args.threads)
-    from hubertlab.features.extractors import build_extractor as build
-
     return build(
         args.kind, args.checkpoint, args.layer, device=args.device,
         dtype="bfloat16" if args.bf16 else "float32",

@@ -14,8 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the training code imports torch (seconds); `hubertlab finetune --help` does without
     from hubertlab.tasks.finetune_config import load_finetune_config
-    from hubertlab.train.loop import train
+    from hubertlab.train.loop import train  # lazy: torch, as above
 
     overrides = {"run": {"out_dir": args.out_dir}} if args.out_dir else None
     cfg = load_finetune_config(args.config, overrides)  # every check happens before any work

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.constants import SAMPLE_RATE
+from hubertlab.curate.policy import SegmentPolicy, apply_policy, segment_rows
+from hubertlab.curate.select import join_rows
+from hubertlab.curate.speech import read_speech
+from hubertlab.data.manifest import read_manifest, relocate, write_manifest
+from hubertlab.numbers import checked_float
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # Float flags are checked (hubertlab.numbers) by run() before any work, exit 1.
@@ -16,13 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.constants import SAMPLE_RATE
-    from hubertlab.curate.policy import SegmentPolicy, apply_policy, segment_rows
-    from hubertlab.curate.select import join_rows
-    from hubertlab.curate.speech import read_speech
-    from hubertlab.data.manifest import read_manifest, relocate, write_manifest
-    from hubertlab.numbers import checked_float
-
     for flag in ("merge_gap_seconds", "min_seconds", "max_seconds"):
         checked_float(getattr(args, flag), "--" + flag.replace("_", "-"), low=0)
     policy = SegmentPolicy(args.merge_gap_seconds, args.min_seconds, args.max_seconds)

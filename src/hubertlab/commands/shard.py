@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from hubertlab.curate.shards import write_shards
+from hubertlab.data.manifest import read_manifest
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="manifest (.csv, .tsv, .jsonl); span rows are fine")
@@ -13,14 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.curate.shards import write_shards
-    from hubertlab.data.manifest import read_manifest
-
     if args.num_shards < 1:
         raise ValueError(f"--num-shards must be >= 1, got {args.num_shards}")
     manifest = read_manifest(args.manifest)
     units = None
     if args.units:
+        # lazy: units.assign imports torch (seconds); sharding audio alone does without
         from hubertlab.units.assign import read_units
 
         units = read_units(args.units, manifest)

@@ -29,18 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the training code imports torch (seconds); `hubertlab train --help` does without
     from hubertlab.train.config import load_train_config
 
     overrides = {"run": {"out_dir": args.out_dir}} if args.out_dir else None
     cfg = load_train_config(args.config, overrides)  # every check happens before any work
     if not args.slurm:
-        from hubertlab.train.loop import train
+        from hubertlab.train.loop import train  # lazy: torch, as above
 
         result = train(cfg)
         if result.get("rank", 0) == 0:  # under torchrun, one line per job, not per rank
             print(json.dumps({k: v for k, v in result.items() if k != "valid"}, default=str))
         return 0
-    from hubertlab.slurm import SlurmConfig, submit_training
+    from hubertlab.slurm import SlurmConfig, submit_training  # lazy: imports the training code
 
     try:
         slurm = SlurmConfig(

@@ -11,6 +11,7 @@ from hubertlab.commands.features import (
     build_extractor,
 )
 from hubertlab.units.assign import transcribe
+from hubertlab.units.codebook import transcribe_codebook
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_codebook(args: argparse.Namespace) -> int:
-    from hubertlab.units.codebook import transcribe_codebook
-
     if not args.checkpoint or args.out_dir is not None or args.store is not None:
         raise ValueError("--codebook-layer takes MANIFEST OUT_DIR --checkpoint (no k-means, store)")
     if args.intermediate:

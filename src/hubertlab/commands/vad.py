@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from hubertlab.curate.vad import BACKENDS
+from hubertlab.curate.speech import read_speech
+from hubertlab.curate.vad import BACKENDS, run_vad
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,9 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.curate.speech import read_speech
-    from hubertlab.curate.vad import run_vad
-
     path = run_vad(
         args.manifest, args.out_dir, backend=args.backend, shard=args.shard,
         num_shards=args.num_shards,

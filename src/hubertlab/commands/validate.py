@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from hubertlab.config import read_toml
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ckpt_dir", help="a run folder or its checkpoints/ folder")
@@ -19,11 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.config import read_toml
+    # lazy: the training code imports torch (seconds); `hubertlab validate --help` does without
     from hubertlab.tasks.finetune_config import load_finetune_config
-    from hubertlab.train.config import load_train_config
-    from hubertlab.train.distributed import pick_device
-    from hubertlab.train.validate import validate_checkpoints
+    from hubertlab.train.config import load_train_config  # lazy: torch, as above
+    from hubertlab.train.distributed import pick_device  # lazy: torch, as above
+    from hubertlab.train.validate import validate_checkpoints  # lazy: torch, as above
 
     finetuning = "finetune" in read_toml(args.config)
     cfg = (load_finetune_config if finetuning else load_train_config)(args.config)

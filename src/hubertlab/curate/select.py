@@ -294,10 +294,10 @@ def _summary(pairs, lid, picked, counts, densities, cfg, total, budget) -> dict:
 
 def plot_densities(densities: dict[str, float], min_density: float, path: str | Path) -> None:
     """Histogram of speech densities, with the cut-off, as a PNG."""
-    import matplotlib
+    import matplotlib  # lazy: slow to import; only the figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(list(densities.values()), bins=20, range=(0, 1), color="tab:blue")

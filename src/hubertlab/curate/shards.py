@@ -103,6 +103,7 @@ def write_shards(
         manifest = read_manifest(manifest)
     made_from = manifest_input(manifest)
     if units is not None:
+        # lazy: units.assign imports torch (seconds); shards of audio alone do without
         from hubertlab.units.assign import join_units
 
         # every row has units of the right length

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubertlab.constants import SAMPLE_RATE
+from hubertlab.curate.resumable import finished_shards
 from hubertlab.fileio import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,6 @@ def read_speech(path: str | Path) -> list[FileSpeech]:
     done; the error names an unfinished one). A recording listed twice is an error."""
     path = Path(path)
     if path.is_dir():
-        from hubertlab.curate.resumable import finished_shards
-
         files = finished_shards(path, suffix=".jsonl")
     elif path.is_file():
         files = [path]

@@ -66,10 +66,11 @@ class SileroVadConfig:
 def load_silero():
     """silero-vad's JIT model. Importing silero_vad calls torch.set_num_threads(1): the
     caller's thread count is put back."""
-    import torch
+    import torch  # lazy: silero only; the energy backend and `vad --help` do without torch
 
     threads = torch.get_num_threads()
     try:
+        # lazy: optional (hubertlab[curate]); importing it resets torch's thread count
         from silero_vad import load_silero_vad
 
         return load_silero_vad()
@@ -80,7 +81,7 @@ def load_silero():
 def silero_probs(blocks: Iterable[np.ndarray], model) -> tuple[np.ndarray, int]:
     """Speech probability per 512-sample window (the last one zero-padded) and the number of
     samples, carrying the model state across blocks of any size."""
-    import torch
+    import torch  # lazy: silero only; the energy backend and `vad --help` do without torch
 
     threads = torch.get_num_threads()
     # One 512-sample step is far too small for intra-op threads to pay: run it on one, and
@@ -94,7 +95,7 @@ def silero_probs(blocks: Iterable[np.ndarray], model) -> tuple[np.ndarray, int]:
 
 
 def _silero_loop(blocks: Iterable[np.ndarray], model) -> tuple[np.ndarray, int]:
-    import torch
+    import torch  # lazy: silero only; the energy backend and `vad --help` do without torch
 
     model.reset_states()
     probs: list[np.ndarray] = []  # one float32 array per block: 0.5 MB per hour of audio
@@ -117,7 +118,7 @@ def _silero_loop(blocks: Iterable[np.ndarray], model) -> tuple[np.ndarray, int]:
 
 
 def silero_segments(probs: np.ndarray, num_samples: int, cfg: SileroVadConfig) -> Segments:
-    from silero_vad import get_speech_timestamps_from_probs
+    from silero_vad import get_speech_timestamps_from_probs  # lazy: optional (hubertlab[curate])
 
     stamps = get_speech_timestamps_from_probs(
         probs.tolist(), sampling_rate=SAMPLE_RATE, audio_length_samples=num_samples, **asdict(cfg)

@@ -11,6 +11,7 @@ which worker decoded what.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -327,6 +328,4 @@ class ResumableLoader:
 
 
 def _can_fork() -> bool:
-    import multiprocessing
-
     return "fork" in multiprocessing.get_all_start_methods()

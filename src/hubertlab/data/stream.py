@@ -62,7 +62,7 @@ def is_url(spec: str) -> bool:
 def expand_shards(spec: str) -> list[str]:
     """The shards of `spec`: a `hubertlab shard` folder, a path or URL, or a brace pattern of
     either ("shards/shard-{000000..000031}.tar"). Local shards must exist."""
-    from braceexpand import braceexpand
+    from braceexpand import braceexpand  # lazy: optional, comes with webdataset (curate)
 
     spec = str(spec).strip()
     if not spec:
@@ -92,7 +92,7 @@ def open_shard(url: str) -> BinaryIO:
     pipe:, s3 through its command-line tools...)."""
     if not is_url(url):
         return open(url, "rb")
-    from webdataset import gopen
+    from webdataset import gopen  # lazy: optional (hubertlab[curate]), URLs only
 
     return gopen(url, "rb")
 

@@ -12,6 +12,7 @@ would, whatever the read-ahead of the workers was when the checkpoint was writte
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Iterator
 from typing import Any
 
@@ -179,6 +180,4 @@ class StreamBatches:
 
 
 def _can_fork() -> bool:
-    import multiprocessing
-
     return "fork" in multiprocessing.get_all_start_methods()

@@ -85,7 +85,7 @@ class _Engine:
 
     def __init__(self) -> None:
         try:
-            import espeakng_loader
+            import espeakng_loader  # lazy: optional (hubertlab[demo]); its absence is explained
         except ImportError as e:
             raise ImportError(
                 "the demo corpus needs the espeakng-loader wheel: pip install 'hubertlab[demo]'"

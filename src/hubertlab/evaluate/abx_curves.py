@@ -33,6 +33,7 @@ from hubertlab.evaluate.abx_sweep import (
 from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
 from hubertlab.fingerprint import file_fingerprint
 from hubertlab.train.checkpoint import list_checkpoints
+from hubertlab.train.validate import model_from_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +108,6 @@ def check_layer_counts(checkpoints: Sequence[tuple[int, Path]]) -> int:
 
 def load_checkpoint_model(path: Path) -> torch.nn.Module:
     """The model of a training checkpoint of any task (HuBERT, SpidR, DinoSR, fine-tuned)."""
-    from hubertlab.train.validate import model_from_checkpoint
-
     return model_from_checkpoint(path)
 
 
@@ -267,13 +266,13 @@ def plot_curves(
     """ABX against training step, one line per layer, one panel per speaker mode, the
     baselines as flat dashed lines. False (and nothing written) without matplotlib."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: slow to import; only the figure needs it
     except ImportError:
         logger.warning("matplotlib not installed: %s not drawn (pip install matplotlib)", path)
         return False
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
+    from matplotlib.ticker import MaxNLocator  # lazy: matplotlib, as above
 
     modes = [m for m in MODES if any(m in score.results for s in steps for score in s.scores)]
     fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4), squeeze=False)

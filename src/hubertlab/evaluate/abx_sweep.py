@@ -315,7 +315,7 @@ def _plot(scores: Sequence[LayerScore], path: Path) -> None:
         return
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     x = np.arange(len(scores))
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(scores) + 2), 3.2))

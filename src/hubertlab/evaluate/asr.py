@@ -39,7 +39,7 @@ def _bucket_names(bounds: Sequence[int]) -> list[str]:
 
 
 def _rate(name: str, refs: list[str], hyps: list[str]) -> ErrorRate:
-    import jiwer
+    import jiwer  # lazy: optional (hubertlab[finetune]), checked by error_rates
 
     words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
@@ -66,7 +66,7 @@ def error_rates(
     empty (all deletions), a hypothesis of an unknown fileid is an error. Utterances whose
     reference is empty after normalization are left out (WER is undefined there)."""
     try:
-        import jiwer  # noqa: F401
+        import jiwer  # noqa: F401  # lazy: optional (hubertlab[finetune]); absence explained
     except ImportError as e:
         raise ImportError("ASR scoring needs jiwer: pip install 'hubertlab[finetune]'") from e
     stray = sorted(set(hypothesis) - set(reference))
@@ -109,10 +109,10 @@ def format_error_table(rates: Sequence[ErrorRate]) -> str:
 
 
 def _plot_buckets(rates: Sequence[ErrorRate], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: slow to import; only the figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     buckets = [r for r in rates if r.name != "all"]
     x = np.arange(len(buckets))

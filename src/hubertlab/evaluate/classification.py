@@ -43,7 +43,7 @@ class ClassScore:
 
 
 def _annotation(turns: Sequence[Turn], label: str):
-    from pyannote.core import Annotation, Segment
+    from pyannote.core import Annotation, Segment  # lazy: optional (hubertlab[finetune])
 
     annotation = Annotation()
     for i, t in enumerate(turns):
@@ -53,7 +53,7 @@ def _annotation(turns: Sequence[Turn], label: str):
 
 
 def _uem_timeline(regions: Sequence[tuple[float, float]]):
-    from pyannote.core import Segment, Timeline
+    from pyannote.core import Segment, Timeline  # lazy: optional (hubertlab[finetune])
 
     return Timeline([Segment(a, b) for a, b in regions]).support()
 
@@ -69,7 +69,7 @@ def detection_scores(
     reference file needs regions); a file without hypothesis turns counts as all missed.
     Without UEM a file is scored from 0 to the end of its last reference or hypothesis turn,
     the same region for every class."""
-    try:
+    try:  # lazy: pyannote.metrics is optional (hubertlab[finetune]); its absence is explained
         from pyannote.metrics.detection import DetectionPrecisionRecallFMeasure
     except ImportError as e:
         raise ImportError(
@@ -169,10 +169,10 @@ def format_detection_table(scores: Sequence[ClassScore]) -> str:
 
 
 def _plot_f1(scores: Sequence[ClassScore], path: Path) -> None:
-    import matplotlib  # lazy: heavy, and only the figure needs it
+    import matplotlib  # lazy: slow to import; only the figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     names = [s.label for s in scores] + ["macro"]
     values = [100 * (s.f1 or 0.0) for s in scores] + [100 * macro_f1(scores)]

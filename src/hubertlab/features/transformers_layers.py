@@ -70,7 +70,7 @@ class TransformersEncoder(torch.nn.Module):
 
     def __init__(self, path: str | Path, *, num_layers: int | None = None) -> None:
         super().__init__()
-        # transformers is an optional dependency (hubertlab[interop]): imported when used.
+        # lazy: transformers is an optional dependency (hubertlab[interop]), slow to import
         from transformers import AutoModel
 
         path = Path(path)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.manifest import read_manifest
 from hubertlab.models.config import BackboneConfig
@@ -132,8 +134,6 @@ def _architecture(out_dir: Path, b: BackboneConfig) -> str:
 
 def _parameters(out_dir: Path) -> str:
     """Parameters in the exported weights (every *.safetensors shard, read without loading)."""
-    from safetensors import safe_open
-
     total = 0
     for path in sorted(out_dir.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as f:

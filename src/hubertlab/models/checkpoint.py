@@ -230,7 +230,7 @@ def _fairseq_num_units(
 
 def export_transformers(model: HubertModel, out_dir: str | Path) -> Path:
     """Write a dir that transformers.HubertModel.from_pretrained loads (backbone only)."""
-    try:
+    try:  # lazy: transformers is a heavy optional extra, only this export needs it
         import transformers
     except ImportError as e:
         raise ImportError("exporting to transformers needs `pip install hubertlab[interop]`") from e

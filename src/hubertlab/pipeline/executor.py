@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from hubertlab.slurm import SlurmConfig, make_executor
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,6 @@ class ExecutorConfig:
 
 
 def _limit_threads(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 

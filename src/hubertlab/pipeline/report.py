@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hubertlab.evaluate.abx_curves import CURVES_DIR, CURVES_NAME, summary_table
 from hubertlab.fileio import atomic_write_text
 from hubertlab.pipeline.config import PipelineConfig
 from hubertlab.pipeline.runner import Step, read_done, step_state
@@ -130,17 +131,17 @@ def baseline_scores(cfg: PipelineConfig) -> list[dict[str, Any]]:
 
 
 def _two_panels():
-    import matplotlib
+    import matplotlib  # lazy: slow to import; only the figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     return plt.subplots(1, 2, figsize=(11, 4))
 
 
 def _save(fig, axes, png: Path, drawn: bool) -> bool:
     """Grid and legend on each panel; the PNG is written only if something was drawn."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: slow to import; only the figure needs it
 
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -182,7 +183,7 @@ def _plot_training(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
 
 
 def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazy: slow to import; only the figure needs it
 
     fig, axes = _two_panels()
     baselines = baseline_scores(cfg)
@@ -208,8 +209,6 @@ def _plot_abx(cfg: PipelineConfig, num_iterations: int, png: Path) -> bool:
 def _curve_sections(cfg: PipelineConfig, num_iterations: int, out: Path) -> list[str]:
     """Each iteration's ABX learning curves ([abx] curves): the PNG and each step's best
     layer against the baselines."""
-    from hubertlab.evaluate.abx_curves import CURVES_DIR, CURVES_NAME, summary_table
-
     lines = []
     for k in range(1, num_iterations + 1):
         folder = cfg.iteration_dir(k) / CURVES_DIR

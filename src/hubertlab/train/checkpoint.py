@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from hubertlab.fileio import atomic_open, atomic_write_json
 from hubertlab.models.safe_load import safe_load
@@ -107,8 +108,6 @@ def gather_per_rank(value: Any, info: Any) -> list[Any]:
     """`value` of every rank, in rank order (on every rank)."""
     if not info.distributed:
         return [value]
-    import torch.distributed as dist
-
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, value)
     return gathered
@@ -116,8 +115,6 @@ def gather_per_rank(value: Any, info: Any) -> list[Any]:
 
 def barrier(info: Any) -> None:
     if info.distributed:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
@@ -199,6 +196,7 @@ def model_and_optimizer_state(
     if not fsdp:
         model_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         return model_state, optimizer.state_dict()
+    # lazy: FSDP runs only; importing it costs a second
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         get_model_state_dict,
@@ -226,6 +224,7 @@ def load_model_and_optimizer_state(
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         return
+    # lazy: FSDP runs only; importing it costs a second
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         set_model_state_dict,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def wrap_model(
     if fsdp:
         if not info.distributed:
             raise ValueError("run.fsdp needs several processes (torchrun or --slurm)")
+        # lazy: FSDP runs only; importing it costs a second
         from torch.distributed.fsdp import fully_shard
 
         for unit in shard_units:
@@ -98,8 +100,6 @@ def wrap_model(
         return model
     if not info.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(
         model, device_ids=device_ids, find_unused_parameters=find_unused_parameters

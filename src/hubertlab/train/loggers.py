@@ -34,6 +34,7 @@ class TensorBoardLogger:
     the checkpoint it resumes from (they are about to be logged again)."""
 
     def __init__(self, log_dir: Path, *, resume_step: int):
+        # lazy: tensorboard is an optional extra
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(log_dir), purge_step=resume_step + 1)
@@ -50,7 +51,7 @@ class WandbLogger:
     """Scalars as `<split>/<name>` in a W&B run (see the module docstring for mode and id)."""
 
     def __init__(self, run: RunSection, *, config: dict[str, Any]):
-        import wandb
+        import wandb  # lazy: wandb is an optional extra (hubertlab[wandb])
 
         out_dir = Path(run.out_dir)
         id_file = out_dir / WANDB_ID_FILE
@@ -90,7 +91,8 @@ def open_loggers(run: RunSection, *, resume_step: int, config: dict[str, Any]) -
             log.warning("tensorboard is not installed; logging to metrics.jsonl only")
     if "wandb" in run.active_loggers:
         try:
-            import wandb  # noqa: F401 - only checks that the extra is installed
+            # lazy: only checks that the optional extra is installed
+            import wandb  # noqa: F401
         except ImportError as e:
             raise ConfigError(
                 "[run] loggers lists 'wandb', which is not installed: `pip install "

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from hubertlab.allocator import keep_freed_memory
 from hubertlab.config import to_dict
@@ -346,8 +347,6 @@ def _seed(*values: int) -> int:
 
 
 def _progress_bar(step: int, total: int, *, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(
         total=total,
         initial=step,

@@ -60,10 +60,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def plot_losses(metrics_path: str | Path, png_path: str | Path) -> None:
     """Training and validation loss against the step (matplotlib Agg; skipped if missing)."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: slow to import; only the figure needs it
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
     except ImportError:
         log.debug("matplotlib is not installed: no loss curve")
         return

@@ -40,7 +40,7 @@ _WARM_FRAMES_PER_CLUSTER = 64
 
 def _faiss():
     try:
-        import faiss
+        import faiss  # lazy: optional (hubertlab[units]); without it k-means runs in torch
     except ImportError:
         return None
     return faiss
