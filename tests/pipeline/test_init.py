@@ -33,8 +33,8 @@ def _toml(path: Path) -> dict:
 
 
 def test_one_hour_on_a_cpu_is_the_demo_recipe(tmp_path):
-    config = init_run(_manifest(tmp_path / "m.csv", 1.0), tmp_path / "out",
-                      InitOptions(hardware=Hardware(gpus_per_node=0)))  # fmt: skip
+    options = InitOptions(measure_step=False, hardware=Hardware(gpus_per_node=0))
+    config = init_run(_manifest(tmp_path / "m.csv", 1.0), tmp_path / "out", options)
     data = _toml(config)
     assert data["executor"]["kind"] == "local"
     assert data["train"]["model"]["preset"] == "tiny"
@@ -55,8 +55,8 @@ def test_hundred_hours_on_one_gpu_is_hubert_base(tmp_path):
     assert plan.preset == "base" and plan.batch_seconds == 87.5
     assert plan.steps == (250_000, 400_000)  # capped at the recipe's
     assert plan.num_units == (100, 500) and plan.layer == 6
-    config = init_run(_manifest(tmp_path / "m.csv", 100.0, 30.0), tmp_path / "out",
-                      InitOptions(hardware=Hardware(gpus_per_node=1)))  # fmt: skip
+    options = InitOptions(measure_step=False, hardware=Hardware(gpus_per_node=1))
+    config = init_run(_manifest(tmp_path / "m.csv", 100.0, 30.0), tmp_path / "out", options)
     data = _toml(config)
     assert data["executor"]["kind"] == "local"
     assert data["train"]["optim"]["lr"] == 5e-4
@@ -70,7 +70,7 @@ def test_thousand_hours_on_four_nodes_of_four_gpus(tmp_path):
     assert plan.steps == (250_000, 400_000) and plan.num_units == (100, 500)
     assert plan.num_shards == 100
     config = init_run(_manifest(tmp_path / "m.csv", 1000.0, 60.0), tmp_path / "out",
-                      InitOptions(hardware=hardware))  # fmt: skip
+                      InitOptions(measure_step=False, hardware=hardware))  # fmt: skip
     data = _toml(config)
     slurm = data["executor"]["slurm"]
     assert data["executor"]["kind"] == "slurm" and data["executor"]["num_shards"] == 100
@@ -83,6 +83,7 @@ def test_thousand_hours_on_four_nodes_of_four_gpus(tmp_path):
 def test_small_corpora_get_fewer_steps_and_a_denser_kmeans_fit():
     plan = plan_run(1 / 60, Hardware())
     assert plan.steps == (57, 50)  # the demo's passes, never under 50 steps
+    assert "the quiet 2-core machine's" in plan.estimate_note
     assert plan.kmeans_fraction == (1.0, 1.0)
     ten = plan_run(1 / 60, Hardware(), steps=10)
     assert ten.steps == (10, 9)  # the demo's ratio of iteration 2 to 1 (1000 / 1700 of 57 -> 50)
@@ -92,8 +93,8 @@ def test_small_corpora_get_fewer_steps_and_a_denser_kmeans_fit():
 def test_distilling_models_follow_the_spidr_recipe(tmp_path):
     plan = plan_run(100.0, Hardware(gpus_per_node=2), model="spidr")
     assert plan.iterations == 1 and plan.batch_seconds == 237.5 and plan.schedule == "tri_stage"
-    config = init_run(_manifest(tmp_path / "m.csv", 2.0), tmp_path / "out",
-                      InitOptions(model="dinosr", hardware=Hardware()))  # fmt: skip
+    options = InitOptions(measure_step=False, model="dinosr", hardware=Hardware())
+    config = init_run(_manifest(tmp_path / "m.csv", 2.0), tmp_path / "out", options)
     data = _toml(config)
     assert data["train"]["model"]["kind"] == "dinosr" and len(data["iterations"]) == 1
 
@@ -114,14 +115,14 @@ def test_bad_hardware_is_named(kwargs, message):
 def test_long_recordings_get_the_long_form_commands(tmp_path, capsys):
     manifest = _manifest(tmp_path / "m.csv", 2 * 20 / 60, seconds=20 * 60)
     with pytest.raises(LongFormError, match="median recording is 1200 s") as e:
-        init_run(manifest, tmp_path / "out")
+        init_run(manifest, tmp_path / "out", InitOptions(measure_step=False))
     assert "hubertlab vad" in str(e.value) and "hubertlab segments" in str(e.value)
     assert not (tmp_path / "out" / "pipeline.toml").exists()
     assert main(["init", str(manifest), str(tmp_path / "out2"), "--gpus", "0"]) == 2
     assert "hubertlab vad" in capsys.readouterr().err
     short = _manifest(tmp_path / "short.csv", 0.1, seconds=10)
     with pytest.raises(LongFormError, match="--long-form"):
-        init_run(short, tmp_path / "out3", InitOptions(long_form=True))
+        init_run(short, tmp_path / "out3", InitOptions(measure_step=False, long_form=True))
 
 
 def test_continued_pretraining_from_a_checkpoint(tmp_path):
@@ -129,7 +130,7 @@ def test_continued_pretraining_from_a_checkpoint(tmp_path):
 
     ckpt = tiny_encoder(tmp_path / "ckpt")
     config = init_run(_manifest(tmp_path / "m.csv", 1.0), tmp_path / "out",
-                      InitOptions(init_from=ckpt))  # fmt: skip
+                      InitOptions(measure_step=False, init_from=ckpt))  # fmt: skip
     data = _toml(config)
     model = data["train"]["model"]
     assert model["from_pretrained"] == str(ckpt.resolve()) and model["new_head"]
@@ -141,11 +142,30 @@ def test_continued_pretraining_from_a_checkpoint(tmp_path):
     assert data["iterations"][0]["layer"] == 1  # the middle of the tiny model's 2 layers
     load_pipeline_config(config)
     with pytest.raises(FileNotFoundError, match="--init-from"):
-        init_run(tmp_path / "m.csv", tmp_path / "o", InitOptions(init_from=tmp_path / "none"))
+        init_run(
+            tmp_path / "m.csv",
+            tmp_path / "o",
+            InitOptions(measure_step=False, init_from=tmp_path / "none"),
+        )
 
 
 def test_a_folder_without_audio_is_an_error(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.flac").write_text("not audio")
     with pytest.raises(ValueError, match="no usable audio"):
-        init_run(tmp_path / "a", tmp_path / "out")
+        init_run(tmp_path / "a", tmp_path / "out", InitOptions(measure_step=False))
+
+
+def test_eval_demo_adds_the_synthetic_corpus(tmp_path):
+    options = InitOptions(
+        measure_step=False, eval_demo=True, eval_languages=("en", "fr"), eval_minutes=0.3
+    )
+    config = init_run(_manifest(tmp_path / "m.csv", 1.0), tmp_path / "out", options)
+    data = _toml(config)
+    assert data["corpus"]["eval_abx_item"] == "eval/abx.item"
+    assert "SYNTHETIC" in config.read_text() and "en, fr" in config.read_text()
+    cfg = load_pipeline_config(config)
+    assert cfg.corpus.eval_phones.is_file() and cfg.corpus.eval_manifest.is_file()
+    with pytest.raises(ValueError, match="--eval demo: languages"):
+        bad = InitOptions(measure_step=False, eval_demo=True, eval_languages=("xx",))
+        init_run(tmp_path / "m.csv", tmp_path / "o2", bad)

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="long-form recordings (assumed when the median is > 60 s)")  # fmt: skip
     p.add_argument("--steps", type=int, help="iteration 1's steps instead of the sized ones")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-measure", action="store_true", help="CPU: no step timed here for the estimate"
+    )
 
 
 def _gpus() -> int:
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         eval_demo=args.eval == "demo",
         eval_languages=tuple(s.strip() for s in args.eval_languages.split(",") if s.strip()),
         eval_minutes=args.eval_minutes, long_form=args.long_form, seed=args.seed,
+        measure_step=not args.no_measure,
     )  # fmt: skip
     try:
         config = init_run(args.audio, args.out, options)

@@ -14,10 +14,13 @@ from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.build import build_manifest
 from hubertlab.data.manifest import manifest_format, read_manifest, relocate, write_manifest
 from hubertlab.data.scan import split_rows
+from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 from hubertlab.fileio import atomic_write_text
+from hubertlab.models.checkpoint import from_pretrained
 from hubertlab.pipeline.config import load_pipeline_config
-from hubertlab.pipeline.init_toml import render_config
+from hubertlab.pipeline.init_toml import model_table, render_config
 from hubertlab.pipeline.sizing import SECONDS_PER_HOUR, Hardware, Plan, format_duration, plan_run
+from hubertlab.pipeline.step_time import measure_step_seconds
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ class InitOptions:
     eval_minutes: float = 10.0  # the demo's
     long_form: bool = False
     seed: int = 0
+    # On a CPU, time a few training steps here for the estimate (off: the reference machine's).
+    measure_step: bool = True
 
 
 @dataclass(frozen=True)
@@ -139,14 +144,18 @@ def init_run(audio: str | Path, out: str | Path, options: InitOptions = InitOpti
     write_manifest(train, out / "manifest.train.csv")
     write_manifest(valid, out / "manifest.valid.csv")
     train_hours = sum(r.num_samples for r in train) / SAMPLE_RATE / SECONDS_PER_HOUR
-    plan = plan_run(
-        train_hours,
-        options.hardware,
-        model=options.model,
-        init_from=options.init_from is not None,
-        steps=options.steps,
+    sizing = dict(
+        model=options.model, init_from=options.init_from is not None, steps=options.steps,
         with_eval=options.eval_demo,
-    )
+    )  # fmt: skip
+    plan = plan_run(train_hours, options.hardware, **sizing)
+    if options.measure_step and options.hardware.training_gpus == 0:
+        step = measure_step_seconds(
+            plan.model, model_table(plan, options.init_from),
+            batch_seconds=plan.batch_seconds, crop_seconds=plan.max_crop_seconds,
+        )  # fmt: skip
+        log.info("one training step takes %.2f s on this machine now", step)
+        plan = plan_run(train_hours, options.hardware, **sizing, cpu_step_seconds=step)
     short = sum(r.num_samples < plan.min_crop_seconds * SAMPLE_RATE for r in train)
     if short:
         log.warning(
@@ -167,8 +176,6 @@ def init_run(audio: str | Path, out: str | Path, options: InitOptions = InitOpti
 
 
 def _build_eval(folder: Path, options: InitOptions) -> None:
-    from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
-
     try:
         cfg = DemoCorpusConfig(
             minutes=options.eval_minutes, speakers=8, languages=options.eval_languages,
@@ -182,8 +189,6 @@ def _build_eval(folder: Path, options: InitOptions) -> None:
 def _init_layer(path: Path, plan: Plan) -> int:
     """The layer of the --init-from model whose units are the targets: 6 of a 12-layer model
     (HuBERT base's second iteration), the middle layer of another."""
-    from hubertlab.models.checkpoint import from_pretrained
-
     model = from_pretrained(path)
     num_layers = len(model.backbone.encoder.layers)
     return plan.layer if num_layers == 12 else max(1, num_layers // 2)

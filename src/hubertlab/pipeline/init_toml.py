@@ -10,7 +10,16 @@ from hubertlab.pipeline.sizing import Plan, format_duration
 if TYPE_CHECKING:
     from hubertlab.pipeline.init import CorpusStats, InitOptions
 
-DEMO_CONV_CHANNELS = "[64, 64, 64, 64, 64, 64, 64]"
+DEMO_CONV_CHANNELS = [64] * 7
+
+
+def model_table(plan: Plan, init_from: Path | None) -> dict:
+    """[train.model] of the plan, without its comments (for measuring a step)."""
+    if init_from is not None:
+        return {"from_pretrained": str(init_from), "new_head": True}
+    if plan.preset == "tiny" and plan.model == "hubert":
+        return {"preset": "tiny", "overrides": {"conv_channels": DEMO_CONV_CHANNELS}}
+    return {"preset": plan.preset}
 
 
 def _hardware(options: InitOptions) -> str:

@@ -48,19 +48,26 @@ KMEANS_FRACTION = 0.1
 KMEANS_FRAMES_PER_CLUSTER = 200
 FRAMES_PER_SECOND = 50
 
-# Wall-time anchors. CPU: the demo's tiny HuBERT step (8 x 3 s, bf16, 64 CNN channels) on the
-# 2-core development machine: 0.30 s (README, 2026-11-29, a whole run, validation included);
-# SpidR/DinoSR tiny 0.36 s. GPU: no measurement of ours, the public H100 claim (SpidR ~1,760
-# audio-s per GPU-s, REFERENCE 9): a lower bound on the training time.
+# Wall-time anchors. CPU: `hubertlab init` measures the tiny step on the machine itself
+# (pipeline/step_time.py); without a measurement, the demo's step on the quiet 2-core machine
+# of 2026-11-29 (README: 0.30 s HuBERT, 0.36 s SpidR/DinoSR, a whole run). The same step took
+# 7.3 s on the loaded 2-core machine of 2026-12-07: figures from another CPU are no estimate.
+# GPU: no measurement of ours, the public H100 claim (SpidR ~1,760 audio-s per GPU-s,
+# REFERENCE 9): a lower bound on the training time.
 CPU_STEP_SECONDS = {"hubert": 0.30, "spidr": 0.36, "dinosr": 0.36}
 GPU_AUDIO_SECONDS_PER_SECOND = 1760.0
-# CPU work besides training, per iteration: MFCC or tiny-model features, k-means, units of
-# every split, checkpoint export (measured by tests/pipeline/test_init.py's run on this
-# machine: see CPU_OVERHEAD_* use in estimate_seconds), per hour of audio plus a fixed part.
-CPU_OVERHEAD_SECONDS = 30.0
-CPU_OVERHEAD_SECONDS_PER_HOUR = 120.0
-# ABX per layer of the synthetic evaluation corpus (10 min, tiny model) and its MFCC baseline.
-CPU_EVAL_SECONDS = 120.0
+# CPU work besides training steps, per iteration (measured on the loaded 2-core machine,
+# 2026-12-07: MFCC features 5.8 s + k-means 0.1 s + units 9.9 s for 0.03 h): shard processes,
+# k-means and export (fixed), MFCC features and units (per hour of audio); a model's layer
+# features and the validations are forward passes, ~1/3 of a training step per batch.
+CPU_FIXED_SECONDS = 60.0
+CPU_MFCC_SECONDS_PER_HOUR = 600.0
+FORWARD_FRACTION = 1 / 3
+VALIDATIONS = 5  # valid_every = a quarter of the steps, and one at the end
+# ABX per layer and PNMI on the synthetic evaluation corpus (10 min), per iteration, in
+# training steps of the same machine (a forward pass over 10 min, ~8 layers of DTW).
+EVAL_STEPS = 200
+MARGIN = 1.25  # estimates are upper bounds for the same machine and load
 
 
 @dataclass(frozen=True)
@@ -135,10 +142,12 @@ def plan_run(
     init_from: bool = False,
     steps: int | None = None,
     with_eval: bool = False,
+    cpu_step_seconds: float | None = None,
 ) -> Plan:
     """Size a run of `model` on `hours` of training audio on `hardware`. `init_from`:
     continued pretraining (UPS); `steps`: iteration 1's steps, replacing the sized ones (the
-    later iterations keep the recipe's ratio); `with_eval`: an evaluation corpus to score."""
+    later iterations keep the recipe's ratio); `with_eval`: an evaluation corpus to score;
+    `cpu_step_seconds`: the tiny step measured on the machine, for the estimate."""
     if hours <= 0:
         raise ValueError(f"the corpus holds no audio ({hours} h)")
     if model not in ("hubert", "spidr", "dinosr"):
@@ -179,8 +188,9 @@ def plan_run(
         f" {KMEANS_FRAMES_PER_CLUSTER} frames per cluster"
     )
     estimate, note = estimate_seconds(
-        model, plan["steps"], plan["batch_seconds"], hours, cpu=cpu, with_eval=with_eval
-    )
+        model, plan["steps"], plan["batch_seconds"], hours, cpu=cpu, with_eval=with_eval,
+        step_seconds=cpu_step_seconds,
+    )  # fmt: skip
     return Plan(model=model, num_shards=num_shards, estimate_seconds=estimate,
                 kmeans_fraction=fractions,
                 estimate_note=note, why=why, **plan)  # fmt: skip
@@ -283,27 +293,35 @@ def _continued(hours: float, gpus: int, why: dict[str, str]) -> dict:
 
 def estimate_seconds(
     model: str, steps: tuple[int, ...], batch_seconds: float, hours: float, *, cpu: bool,
-    with_eval: bool,
+    with_eval: bool, step_seconds: float | None = None, valid_fraction: float = 0.05,
 ) -> tuple[float, str]:  # fmt: skip
-    """The run's expected wall time and how it was reckoned."""
-    if cpu:
-        training = sum(steps) * CPU_STEP_SECONDS[model]
-        other = len(steps) * (CPU_OVERHEAD_SECONDS + CPU_OVERHEAD_SECONDS_PER_HOUR * hours)
-        other += len(steps) * CPU_EVAL_SECONDS if with_eval else 0.0
+    """The run's expected wall time and how it was reckoned. `step_seconds`: one training
+    step measured on the machine (CPU); None: the quiet development machine's."""
+    if not cpu:
+        training = sum(steps) * batch_seconds / GPU_AUDIO_SECONDS_PER_SECOND
         note = (
-            f"{sum(steps)} steps x {CPU_STEP_SECONDS[model]} s (tiny {model} step measured on a"
-            f" quiet 2-core CPU) + {other:.0f} s of features, k-means, units"
-            + (" and ABX" if with_eval else "")
-            + "; a loaded or slower CPU takes longer"
+            f"training only, at least: {sum(steps)} steps x {batch_seconds:g} s of audio per GPU"
+            f" at {GPU_AUDIO_SECONDS_PER_SECOND:g} audio-s per GPU-s (SpidR's public H100 figure,"
+            " not measured by hubertlab; A100: ~1,150); queueing, features and k-means on top"
         )
-        return training + other, note
-    training = sum(steps) * batch_seconds / GPU_AUDIO_SECONDS_PER_SECOND
+        return training, note
+    measured = step_seconds is not None
+    step = step_seconds if measured else CPU_STEP_SECONDS[model]
+    batches = hours * SECONDS_PER_HOUR / batch_seconds  # one pass over the training audio
+    forward = FORWARD_FRACTION * step
+    other = 0.0
+    for k in range(len(steps)):
+        other += CPU_FIXED_SECONDS + VALIDATIONS * valid_fraction * batches * forward
+        if model == "hubert":  # targets: MFCC in iteration 1, layer features after
+            other += CPU_MFCC_SECONDS_PER_HOUR * hours + (batches * forward if k else 0.0)
+        other += EVAL_STEPS * step if with_eval else 0.0
+    total = MARGIN * (sum(steps) * step + other)
+    source = "measured on this machine now" if measured else "the quiet 2-core machine's"
     note = (
-        f"training only, at least: {sum(steps)} steps x {batch_seconds:g} s of audio per GPU at"
-        f" {GPU_AUDIO_SECONDS_PER_SECOND:g} audio-s per GPU-s (SpidR's public H100 figure, not"
-        " measured by hubertlab; A100: ~1,150); queueing, features and k-means come on top"
+        f"{sum(steps)} steps x {step:.2f} s ({source}) + {other:.0f} s of features, k-means,"
+        f" units, validation{' and ABX' if with_eval else ''}, +{MARGIN - 1:.0%}"
     )
-    return training, note
+    return total, note
 
 
 def format_duration(seconds: float) -> str:
