@@ -315,6 +315,8 @@ def estimate_seconds(
         if model == "hubert":  # targets: MFCC in iteration 1, layer features after
             other += CPU_MFCC_SECONDS_PER_HOUR * hours + (batches * forward if k else 0.0)
         other += EVAL_STEPS * step if with_eval else 0.0
+    if model == "hubert" or with_eval:  # the last model's units (final_units)
+        other += CPU_FIXED_SECONDS + batches * forward
     total = MARGIN * (sum(steps) * step + other)
     source = "measured on this machine now" if measured else "the quiet 2-core machine's"
     note = (
