@@ -73,7 +73,7 @@ def test_the_synthetic_evaluation_corpus_is_labelled(tmp_path):
     cfg = load_pipeline_config(_config(tmp_path, eval_corpus=True))
     text = write_report(cfg, build_steps(cfg)).read_text()
     assert "SYNTHETIC" not in text  # the user's own corpus
-    corpus = {"languages": ["en", "fr"], "num_abx_items": 3}
+    corpus = {"settings": {"languages": ["en", "fr"]}, "num_abx_items": 3}  # as demo/corpus.py
     (tmp_path / "eval" / "corpus.json").write_text(json.dumps(corpus))
     text = write_report(cfg, build_steps(cfg)).read_text()
     assert "SYNTHETIC (eSpeak voices in en, fr" in text

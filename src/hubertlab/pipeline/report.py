@@ -234,13 +234,16 @@ def step_seconds(steps: list[Step], *, stale: bool = False) -> dict[str, float |
     }
 
 
-def synthetic_eval(cfg: PipelineConfig) -> bool:
-    """Whether the evaluation corpus is the synthesized demo corpus (its corpus.json beside
-    the manifest, as demo/corpus.py writes it): its figures are then labelled synthetic."""
+def synthetic_languages(cfg: PipelineConfig) -> list[str] | None:
+    """The languages of the evaluation corpus when it is the synthesized demo corpus (its
+    corpus.json beside the manifest, as demo/corpus.py writes it), else None: its figures are
+    then labelled synthetic."""
     if cfg.corpus.eval_manifest is None:
-        return False
+        return None
     built = read_json(Path(cfg.corpus.eval_manifest).parent / "corpus.json")
-    return built is not None and "languages" in built and "num_abx_items" in built
+    if built is None or "num_abx_items" not in built:
+        return None
+    return list((built.get("settings") or {}).get("languages") or ["?"])
 
 
 def evaluation_note(cfg: PipelineConfig) -> list[str]:
@@ -260,13 +263,12 @@ def evaluation_note(cfg: PipelineConfig) -> list[str]:
             f"configured one ({', '.join(layers) or 'none'}).",
         ]
     lines = [f"{corpus}, `{cfg.corpus.eval_manifest}` (held-out evaluation)."]
-    if synthetic_eval(cfg):
-        languages = ", ".join(read_json(Path(cfg.corpus.eval_manifest).parent / "corpus.json")
-                              ["languages"])  # fmt: skip
+    languages = synthetic_languages(cfg)
+    if languages is not None:
         lines += [
             "",
-            f"The evaluation corpus is SYNTHETIC (eSpeak voices in {languages}, exact phone "
-            "alignments): its ABX and PNMI say how phone-like the representations are on "
+            f"The evaluation corpus is SYNTHETIC (eSpeak voices in {', '.join(languages)}, exact"
+            " phone alignments): its ABX and PNMI say how phone-like the representations are on "
             "synthesized speech, not on your audio.",
         ]
     return lines
@@ -278,7 +280,7 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
     out.mkdir(parents=True, exist_ok=True)
     n = len(cfg.iterations)
     lines = [f"# hubertlab run: {cfg.out_dir.name}", "", *evaluation_note(cfg), ""]
-    mark = " (synthetic)" if synthetic_eval(cfg) else ""
+    mark = " (synthetic)" if synthetic_languages(cfg) is not None else ""
     standing = _standing(cfg, n)
     if standing:
         lines += [f"## Where it stands (ABX{mark}, best layer at the end of training)", ""]
