@@ -40,8 +40,9 @@ def _gpus() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hubertlab.pipeline.init import InitOptions, LongFormError, init_run
-    from hubertlab.pipeline.sizing import Hardware
+    from hubertlab.init.corpus import LongFormError, init_run
+    from hubertlab.init.options import InitOptions
+    from hubertlab.init.sizing import Hardware
 
     hardware = Hardware(
         gpus_per_node=_gpus() if args.gpus is None else args.gpus, nodes=args.nodes,

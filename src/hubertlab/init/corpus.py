@@ -1,5 +1,5 @@
-"""`hubertlab init AUDIO OUT`: scan the audio (or read a manifest), measure it, split a
-validation set and write OUT/pipeline.toml, sized by hubertlab.pipeline.sizing, every choice
+"""`hubertlab init AUDIO OUT` (init_run): scan the audio (or read a manifest), measure it, split a
+validation set and write OUT/pipeline.toml, sized by hubertlab.init.sizing, every choice
 commented. Long recordings are refused with the long-form recipe's commands: the pipeline
 does not run VAD and the segment policy itself yet."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 from hubertlab.constants import SAMPLE_RATE
@@ -16,42 +15,18 @@ from hubertlab.data.manifest import manifest_format, read_manifest, relocate, wr
 from hubertlab.data.scan import split_rows
 from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 from hubertlab.fileio import atomic_write_text
+from hubertlab.init.config_text import model_table, render_config
+from hubertlab.init.options import CorpusStats, InitOptions
+from hubertlab.init.sizing import SECONDS_PER_HOUR, Plan, format_duration, plan_run
+from hubertlab.init.step_time import measure_step_seconds
 from hubertlab.models.checkpoint import from_pretrained
 from hubertlab.pipeline.config import load_pipeline_config
-from hubertlab.pipeline.init_toml import model_table, render_config
-from hubertlab.pipeline.sizing import SECONDS_PER_HOUR, Hardware, Plan, format_duration, plan_run
-from hubertlab.pipeline.step_time import measure_step_seconds
 
 log = logging.getLogger(__name__)
 
 # Recordings longer than this (median) are long-form: whole-file random crops would see a few
 # seconds of each per pass, silence included (BabyHuBERT cuts them into 2-30 s speech spans).
 LONG_FORM_MEDIAN_SECONDS = 60.0
-EVAL_LANGUAGES = ("en", "fr", "es")  # the demo's
-
-
-@dataclass(frozen=True)
-class InitOptions:
-    model: str = "hubert"
-    hardware: Hardware = Hardware()
-    init_from: Path | None = None
-    steps: int | None = None  # iteration 1's steps instead of the sized ones
-    eval_demo: bool = False  # add the synthetic evaluation corpus
-    eval_languages: tuple[str, ...] = EVAL_LANGUAGES
-    eval_minutes: float = 10.0  # the demo's
-    long_form: bool = False
-    seed: int = 0
-    # On a CPU, time a few training steps here for the estimate (off: the reference machine's).
-    measure_step: bool = True
-
-
-@dataclass(frozen=True)
-class CorpusStats:
-    num_files: int
-    hours: float
-    median_seconds: float
-    shortest_seconds: float
-    longest_seconds: float
 
 
 class LongFormError(ValueError):
@@ -113,7 +88,10 @@ def long_form_commands(out: Path) -> str:
     )
 
 
-def init_run(audio: str | Path, out: str | Path, options: InitOptions = InitOptions()) -> Path:
+DEFAULTS = InitOptions()
+
+
+def init_run(audio: str | Path, out: str | Path, options: InitOptions = DEFAULTS) -> Path:
     """Write OUT/pipeline.toml (and its manifests, and the synthetic evaluation corpus with
     `eval_demo`); returns its path. LongFormError for long recordings."""
     audio, out = Path(audio), Path(out)

@@ -49,7 +49,7 @@ KMEANS_FRAMES_PER_CLUSTER = 200
 FRAMES_PER_SECOND = 50
 
 # Wall-time anchors. CPU: `hubertlab init` measures the tiny step on the machine itself
-# (pipeline/step_time.py); without a measurement, the demo's step on the quiet 2-core machine
+# (init/step_time.py); without a measurement, the demo's step on the quiet 2-core machine
 # of 2026-11-29 (README: 0.30 s HuBERT, 0.36 s SpidR/DinoSR, a whole run). The same step took
 # 7.3 s on the loaded 2-core machine of 2026-12-07: figures from another CPU are no estimate.
 # GPU: no measurement of ours, the public H100 claim (SpidR ~1,760 audio-s per GPU-s,

@@ -11,9 +11,10 @@ import pytest
 
 from hubertlab.cli import main
 from hubertlab.data.manifest import ManifestRow, write_manifest
+from hubertlab.init.corpus import LongFormError, init_run
+from hubertlab.init.options import InitOptions
+from hubertlab.init.sizing import Hardware, plan_run
 from hubertlab.pipeline.config import load_pipeline_config
-from hubertlab.pipeline.init import InitOptions, LongFormError, init_run
-from hubertlab.pipeline.sizing import Hardware, plan_run
 
 SR = 16000
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from hubertlab.pipeline.sizing import Plan, format_duration
-
-if TYPE_CHECKING:
-    from hubertlab.pipeline.init import CorpusStats, InitOptions
+from hubertlab.init.options import CorpusStats, InitOptions
+from hubertlab.init.sizing import Plan, format_duration
 
 DEMO_CONV_CHANNELS = [64] * 7
 
@@ -202,7 +199,7 @@ def render_config(
         f"# Hardware: {_hardware(options)}.",
         f"# Run it:  hubertlab pipeline {config}",
         f"# Expected wall time: ~{format_duration(plan.estimate_seconds)} ({plan.estimate_note}).",
-        "# How each choice follows from the hours and the hardware: hubertlab/pipeline/sizing.py.",
+        "# How each choice follows from the hours and the hardware: hubertlab/init/sizing.py.",
         'out_dir = "run"',
         f"seed = {options.seed}",
         "",

@@ -1,0 +1,38 @@
+"""What `hubertlab init` is told (InitOptions) and what it measures (CorpusStats)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubertlab.init.sizing import Hardware
+
+EVAL_LANGUAGES = ("en", "fr", "es")  # the demo's
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    """The command line of `hubertlab init`, checked where it is used."""
+
+    model: str = "hubert"
+    hardware: Hardware = Hardware()
+    init_from: Path | None = None
+    steps: int | None = None  # iteration 1's steps instead of the sized ones
+    eval_demo: bool = False  # add the synthetic evaluation corpus
+    eval_languages: tuple[str, ...] = EVAL_LANGUAGES
+    eval_minutes: float = 10.0  # the demo's
+    long_form: bool = False
+    seed: int = 0
+    # On a CPU, time a few training steps here for the estimate (off: the reference machine's).
+    measure_step: bool = True
+
+
+@dataclass(frozen=True)
+class CorpusStats:
+    """Files and lengths of the scanned corpus (hours, seconds)."""
+
+    num_files: int
+    hours: float
+    median_seconds: float
+    shortest_seconds: float
+    longest_seconds: float
