@@ -168,5 +168,6 @@ def test_eval_demo_adds_the_synthetic_corpus(tmp_path):
     cfg = load_pipeline_config(config)
     assert cfg.corpus.eval_phones.is_file() and cfg.corpus.eval_manifest.is_file()
     with pytest.raises(ValueError, match="--eval demo: languages"):
-        bad = InitOptions(measure_step=False, eval_demo=True, eval_languages=("xx",))
-        init_run(tmp_path / "m.csv", tmp_path / "o2", bad)
+        InitOptions(eval_demo=True, eval_languages=("xx",))
+    with pytest.raises(ValueError, match="--steps"):
+        InitOptions(steps=0)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hubertlab.commands.args import ranged_float
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("audio", help="folder of audio (scanned recursively), an uncompressed .tar, "
@@ -23,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="demo: add the synthetic eSpeak evaluation corpus (ABX, PNMI)")  # fmt: skip
     p.add_argument("--eval-languages", default="en,fr,es",
                    help="languages of the synthetic corpus (of en, fr, es, de)")  # fmt: skip
-    p.add_argument("--eval-minutes", type=float, default=10.0)
+    p.add_argument("--eval-minutes", type=ranged_float(low=0, low_open=True), default=10.0,
+                   help="minutes of the synthetic evaluation corpus (the demo's: 10)")  # fmt: skip
     p.add_argument("--long-form", action="store_true",
                    help="long-form recordings (assumed when the median is > 60 s)")  # fmt: skip
     p.add_argument("--steps", type=int, help="iteration 1's steps instead of the sized ones")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubertlab.demo.corpus import DemoCorpusConfig
 from hubertlab.init.sizing import Hardware
 
 EVAL_LANGUAGES = ("en", "fr", "es")  # the demo's
@@ -25,6 +26,18 @@ class InitOptions:
     seed: int = 0
     # On a CPU, time a few training steps here for the estimate (off: the reference machine's).
     measure_step: bool = True
+
+    def __post_init__(self) -> None:
+        # Checked before anything is scanned or written.
+        if self.model not in ("hubert", "spidr", "dinosr"):
+            raise ValueError(f"--model must be hubert, spidr or dinosr, got {self.model!r}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"--steps: must be >= 1, got {self.steps}")
+        if self.eval_demo:
+            try:
+                DemoCorpusConfig(minutes=self.eval_minutes, languages=self.eval_languages)
+            except ValueError as e:
+                raise ValueError(f"--eval demo: {e}") from None
 
 
 @dataclass(frozen=True)

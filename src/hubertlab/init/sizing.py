@@ -1,6 +1,25 @@
-"""How `hubertlab init` sizes a run: a pure function from the corpus hours and the hardware to
-the model, batch, steps, k, iterations and executor, each choice with the recipe it comes from
-(SIZING_TABLE says the same in words, for the docs).
+"""How `hubertlab init` sizes a run: a pure function (plan_run) from the corpus hours and the
+hardware to the model, batch, steps, k, iterations and executor, each choice with the recipe
+it comes from (Plan.why holds the reason of each, written beside it in the config).
+
+| choice | CPU (no GPU) | GPUs (per GPU) | recipe |
+|---|---|---|---|
+| model | tiny, 64-channel CNN | base (95M) | demo / HuBERT base, BabyHuBERT |
+| batch | 8 x 3 s = 24 s | 87.5 s (HuBERT), 237.5 s (SpidR, DinoSR) | demo / HuBERT base / spidr |
+| steps, HuBERT | (1700, 1000) x min(1, h / 0.5 h) | (250k, 400k) x min(1, passes) | demo / HuBERT |
+| steps, SpidR/DinoSR | 2300 x min(1, h / 0.5 h) | 400k x min(1, passes) | demo / spidr |
+| k | 100, 100 | 100, then 500 from 10 h (else 100) | HuBERT base / demo |
+| layer of iteration 2 | 3 of 4 | 6 of 12 | demo / HuBERT base |
+| lr, schedule | 1e-3 cosine; SpidR 5e-4 | 5e-4 linear, 8% warm-up; SpidR tri-stage | demo / spidr |
+| k-means fit | 10% of frames, >= 200 per cluster | same | fairseq HuBERT |
+| validation | 5% of files, at most ~1 h | same | - |
+| executor | local, a shard per core | local (1 GPU), or SLURM: a shard per 10 h | - |
+| --init-from | 1 epoch head only + 4 epochs, lr 5e-5 constant, clip 1 | same | UPS |
+
+At least 50 steps on a CPU, 1000 on GPUs, 16 SLURM shards. "passes": the recipe's passes over
+its 960 h at our batch, steps = recipe steps x (h / 960) x (recipe audio per update / ours), so
+a smaller corpus or batch gets fewer steps, never more than the recipe's. A local run trains
+on one GPU (one process); several GPUs and nodes need --slurm.
 
 The recipes (REFERENCE.md sections 3, 7.1, 7.2, 7.3, 11):
 - HuBERT base on LibriSpeech 960 h: 87.5 s of audio per GPU x 32 GPUs = 2,800 s per update,
