@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 from hubertlab.commands.args import ranged_float
+from hubertlab.tasks import DEFAULT_KIND, PRETRAINING_KINDS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("audio", help="folder of audio (scanned recursively), an uncompressed .tar, "
                    "or a manifest (.csv, .tsv, .jsonl)")  # fmt: skip
     p.add_argument("out", help="folder for pipeline.toml, the manifests and the run")
-    p.add_argument("--model", choices=("hubert", "spidr", "dinosr"), default="hubert")
+    p.add_argument("--model", choices=PRETRAINING_KINDS, default=DEFAULT_KIND)
     p.add_argument("--gpus", type=int, help="GPUs per node (default: this machine's; 0: CPU)")
     p.add_argument("--nodes", type=int, default=1, help="nodes of the training job (--slurm)")
     p.add_argument("--slurm", action="store_true", help="run the steps as SLURM jobs")

@@ -14,7 +14,7 @@ def model_table(plan: Plan, init_from: Path | None) -> dict:
     """[train.model] of the plan, without its comments (for measuring a step)."""
     if init_from is not None:
         return {"from_pretrained": str(init_from), "new_head": True}
-    if plan.preset == "tiny" and plan.model == "hubert":
+    if plan.preset == "tiny" and plan.needs_units:
         return {"preset": "tiny", "overrides": {"conv_channels": DEMO_CONV_CHANNELS}}
     return {"preset": plan.preset}
 
@@ -85,7 +85,7 @@ def _executor(plan: Plan, options: InitOptions) -> list[str]:
 
 def _model(plan: Plan, options: InitOptions) -> list[str]:
     lines = ["[train.model]"]
-    if plan.model != "hubert":
+    if not plan.needs_units:
         lines.append(f'kind = "{plan.model}"')
     if options.init_from is not None:
         lines += [
@@ -98,10 +98,12 @@ def _model(plan: Plan, options: InitOptions) -> list[str]:
         ]
         return lines
     lines.append(f'preset = "{plan.preset}"   # {plan.why["preset"]}')
-    if plan.preset == "base" and plan.model == "spidr":
+    if plan.preset == "base" and not plan.needs_units:
         steps = plan.steps[0]
-        lines.append(f"freeze_cnn_from_step = {steps // 2}   # spidr: CNN frozen from 200k of 400k")
-    if plan.preset == "tiny" and plan.model == "hubert":
+        lines.append(
+            f"freeze_cnn_from_step = {steps // 2}   # spidr recipe: CNN frozen from 200k of 400k"
+        )
+    if plan.preset == "tiny" and plan.needs_units:
         lines += [
             "[train.model.overrides]",
             f"conv_channels = {DEMO_CONV_CHANNELS}   # the demo's: ~0.27 s a step instead of 0.37",
@@ -117,7 +119,7 @@ def _optim(plan: Plan) -> list[str]:
     ]
     if plan.warmup_steps is not None:
         lines.append(f"warmup_steps = {plan.warmup_steps}")
-    if plan.model != "hubert":
+    if not plan.needs_units:
         lines += [
             "betas = [0.9, 0.95]",
             "eps = 1e-6",
@@ -143,7 +145,7 @@ def _iterations(plan: Plan, options: InitOptions, layer: int | None) -> list[str
             f"num_units = {plan.num_units[0]}",
             f"kmeans_fraction = {plan.kmeans_fraction[0]:g}   # {plan.why['kmeans_fraction']}",
         ]
-    if plan.model != "hubert":
+    if not plan.needs_units:
         return [
             f"# One {plan.model} iteration: self-distillation, no k-means targets.",
             f"# num_units: {plan.why['num_units']}.",

@@ -17,7 +17,7 @@ from hubertlab.demo.corpus import DemoCorpusConfig, build_demo_corpus
 from hubertlab.fileio import atomic_write_text
 from hubertlab.init.config_text import model_table, render_config
 from hubertlab.init.options import CorpusStats, InitOptions
-from hubertlab.init.sizing import SECONDS_PER_HOUR, Plan, format_duration, plan_run
+from hubertlab.init.sizing import SECONDS_PER_HOUR, Plan, plan_run
 from hubertlab.init.step_time import measure_step_seconds
 from hubertlab.models.checkpoint import from_pretrained
 from hubertlab.pipeline.config import load_pipeline_config
@@ -170,7 +170,3 @@ def _init_layer(path: Path, plan: Plan) -> int:
     model = from_pretrained(path)
     num_layers = len(model.backbone.encoder.layers)
     return plan.layer if num_layers == 12 else max(1, num_layers // 2)
-
-
-def describe(plan: Plan) -> str:
-    return f"{format_duration(plan.estimate_seconds)} ({plan.estimate_note})"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hubertlab.demo.corpus import DemoCorpusConfig
 from hubertlab.init.sizing import Hardware
+from hubertlab.tasks import DEFAULT_KIND, PRETRAINING_KINDS
 
 EVAL_LANGUAGES = ("en", "fr", "es")  # the demo's
 
@@ -15,7 +16,7 @@ EVAL_LANGUAGES = ("en", "fr", "es")  # the demo's
 class InitOptions:
     """The command line of `hubertlab init`, checked where it is used."""
 
-    model: str = "hubert"
+    model: str = DEFAULT_KIND
     hardware: Hardware = Hardware()
     init_from: Path | None = None
     steps: int | None = None  # iteration 1's steps instead of the sized ones
@@ -29,8 +30,9 @@ class InitOptions:
 
     def __post_init__(self) -> None:
         # Checked before anything is scanned or written.
-        if self.model not in ("hubert", "spidr", "dinosr"):
-            raise ValueError(f"--model must be hubert, spidr or dinosr, got {self.model!r}")
+        if self.model not in PRETRAINING_KINDS:
+            known = ", ".join(PRETRAINING_KINDS)
+            raise ValueError(f"--model must be one of {known}, got {self.model!r}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"--steps: must be >= 1, got {self.steps}")
         if self.eval_demo:

@@ -38,6 +38,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from hubertlab.tasks import DEFAULT_KIND, PRETRAINING
+
 SECONDS_PER_HOUR = 3600.0
 
 # The HuBERT base recipe (fairseq, LibriSpeech 960 h).
@@ -73,7 +75,8 @@ FRAMES_PER_SECOND = 50
 # 7.3 s on the loaded 2-core machine of 2026-12-07: figures from another CPU are no estimate.
 # GPU: no measurement of ours, the public H100 claim (SpidR ~1,760 audio-s per GPU-s,
 # REFERENCE 9): a lower bound on the training time.
-CPU_STEP_SECONDS = {"hubert": 0.30, "spidr": 0.36, "dinosr": 0.36}
+CPU_STEP_SECONDS_UNITS = 0.30  # HuBERT (predicts units)
+CPU_STEP_SECONDS_DISTILL = 0.36  # SpidR, DinoSR (an EMA teacher and codebooks besides)
 GPU_AUDIO_SECONDS_PER_SECOND = 1760.0
 # CPU work besides training steps, per iteration (measured on the loaded 2-core machine,
 # 2026-12-07: MFCC features 5.8 s + k-means 0.1 s + units 9.9 s for 0.03 h): shard processes,
@@ -123,6 +126,7 @@ class Plan:
     """The sized run; `why` holds the reason of each choice, by field name."""
 
     model: str
+    needs_units: bool  # its task predicts k-means units (HuBERT), else self-distillation
     preset: str
     iterations: int
     steps: tuple[int, ...]  # per iteration
@@ -157,7 +161,7 @@ def plan_run(
     hours: float,
     hardware: Hardware,
     *,
-    model: str = "hubert",
+    model: str = DEFAULT_KIND,
     init_from: bool = False,
     steps: int | None = None,
     with_eval: bool = False,
@@ -169,9 +173,10 @@ def plan_run(
     `cpu_step_seconds`: the tiny step measured on the machine, for the estimate."""
     if hours <= 0:
         raise ValueError(f"the corpus holds no audio ({hours} h)")
-    if model not in ("hubert", "spidr", "dinosr"):
-        raise ValueError(f"--model must be hubert, spidr or dinosr, got {model!r}")
-    if init_from and model != "hubert":
+    if model not in PRETRAINING:
+        raise ValueError(f"--model must be one of {', '.join(PRETRAINING)}, got {model!r}")
+    units = PRETRAINING[model].needs_units  # HuBERT's recipes; else self-distillation
+    if init_from and not units:
         raise ValueError("--init-from: continued pretraining is the UPS recipe, HuBERT only")
     if steps is not None and steps < 1:
         raise ValueError(f"--steps: must be >= 1, got {steps}")
@@ -180,7 +185,7 @@ def plan_run(
     why: dict[str, str] = {}
     if init_from:
         plan = _continued(hours, gpus, why)
-    elif model == "hubert":
+    elif units:
         plan = _hubert(hours, gpus, why)
     else:
         plan = _distill(model, hours, gpus, why)
@@ -210,7 +215,7 @@ def plan_run(
         model, plan["steps"], plan["batch_seconds"], hours, cpu=cpu, with_eval=with_eval,
         step_seconds=cpu_step_seconds,
     )  # fmt: skip
-    return Plan(model=model, num_shards=num_shards, estimate_seconds=estimate,
+    return Plan(model=model, needs_units=units, num_shards=num_shards, estimate_seconds=estimate,
                 kmeans_fraction=fractions,
                 estimate_note=note, why=why, **plan)  # fmt: skip
 
@@ -258,12 +263,11 @@ def _hubert(hours: float, gpus: int, why: dict[str, str]) -> dict:
 
 
 def _distill(model: str, hours: float, gpus: int, why: dict[str, str]) -> dict:
-    name = "SpidR" if model == "spidr" else "DinoSR"
     if gpus == 0:
         steps = min(DEMO_DISTILL_STEPS,
                     max(MIN_CPU_STEPS, round(DEMO_DISTILL_STEPS * hours / DEMO_HOURS)))  # fmt: skip
         why.update(
-            preset=f"the demo's tiny {name} (models/spidr_config.py)",
+            preset=f"the demo's tiny {model} (models/spidr_config.py)",
             batch_seconds="the demo's 8 x 3 s crops",
             steps=f"the demo's {DEMO_DISTILL_STEPS} steps for its 0.5 h, scaled to {hours:.2f} h,"
             " never more",
@@ -279,7 +283,7 @@ def _distill(model: str, hours: float, gpus: int, why: dict[str, str]) -> dict:
     steps = epoch_matched_steps(SPIDR_STEPS, BASE_HOURS, SPIDR_UPDATE_SECONDS, hours, update,
                                 floor=MIN_GPU_STEPS)  # fmt: skip
     why.update(
-        preset=f"{name} base (the spidr recipe)",
+        preset=f"{model} base (the spidr recipe)",
         batch_seconds="237.5 s per GPU, the spidr recipe (on 80 GB GPUs; halve it on 40 GB)",
         steps=f"the spidr recipe's passes over 960 h (400k steps of 3,800 s), at this batch and"
         f" {hours:g} h, at most 400k",
@@ -316,6 +320,7 @@ def estimate_seconds(
 ) -> tuple[float, str]:  # fmt: skip
     """The run's expected wall time and how it was reckoned. `step_seconds`: one training
     step measured on the machine (CPU); None: the quiet development machine's."""
+    units = PRETRAINING[model].needs_units
     if not cpu:
         training = sum(steps) * batch_seconds / GPU_AUDIO_SECONDS_PER_SECOND
         note = (
@@ -325,16 +330,17 @@ def estimate_seconds(
         )
         return training, note
     measured = step_seconds is not None
-    step = step_seconds if measured else CPU_STEP_SECONDS[model]
+    reference = CPU_STEP_SECONDS_UNITS if units else CPU_STEP_SECONDS_DISTILL
+    step = step_seconds if measured else reference
     batches = hours * SECONDS_PER_HOUR / batch_seconds  # one pass over the training audio
     forward = FORWARD_FRACTION * step
     other = 0.0
     for k in range(len(steps)):
         other += CPU_FIXED_SECONDS + VALIDATIONS * valid_fraction * batches * forward
-        if model == "hubert":  # targets: MFCC in iteration 1, layer features after
+        if units:  # targets: MFCC in iteration 1, layer features after
             other += CPU_MFCC_SECONDS_PER_HOUR * hours + (batches * forward if k else 0.0)
         other += EVAL_STEPS * step if with_eval else 0.0
-    if model == "hubert" or with_eval:  # the last model's units (final_units)
+    if units or with_eval:  # the last model's units (final_units)
         other += CPU_FIXED_SECONDS + batches * forward
     total = MARGIN * (sum(steps) * step + other)
     source = "measured on this machine now" if measured else "the quiet 2-core machine's"

@@ -12,7 +12,7 @@ import torch
 from hubertlab.config import OptimSection
 from hubertlab.data.dataset import Batch
 from hubertlab.data.masking import compute_span_mask
-from hubertlab.tasks import build_task
+from hubertlab.tasks import PRETRAINING, build_task
 from hubertlab.train.config import train_config_from_dict
 from hubertlab.train.optim import build_optimizer
 from hubertlab.train.validate import forward_loss
@@ -43,7 +43,7 @@ def measure_step_seconds(
     backward in bf16 autocast, clipping, AdamW, and the task's after-step work."""
     data = {"train_manifest": "-", "min_crop_seconds": crop_seconds,
             "max_crop_seconds": crop_seconds, "batch_seconds": batch_seconds}  # fmt: skip
-    if kind == "hubert":
+    if PRETRAINING[kind].needs_units:
         data |= {"train_units": ["-"], "num_units": [NUM_UNITS]}
     cfg = train_config_from_dict(
         {"model": {"kind": kind, **model_table}, "data": data, "run": {"out_dir": "-"}}
