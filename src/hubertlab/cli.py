@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "RTTM or transcripts of a fine-tuned model for a manifest"),
     "score": ("score", "score VTC (detection F1 per class) or ASR (WER, CER) outputs"),
     "export": ("export", "export a checkpoint to another format (transformers)"),
+    "init": ("init", "scan your audio and write a pipeline config sized to it and the hardware"),
     "pipeline": ("pipeline", "run the iterative HuBERT pipeline from a TOML config"),
     "status": ("status", "show which pipeline steps are done"),
     "demo": ("demo", "the whole loop on the built-in demo corpus, with a report"),

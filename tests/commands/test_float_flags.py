@@ -20,6 +20,7 @@ POSITIONALS = {
     "demo": ["demo"],
     "curate": ["vad", "m.csv", "curated", "--hours", "1"],
     "segments": ["vad", "m.csv", "spans.csv"],
+    "init": ["audio", "out"],
 }
 
 CASES = [
@@ -54,6 +55,8 @@ CASES = [
     ("segments", "--merge-gap-seconds", "-1"),
     ("segments", "--min-seconds", "inf"),
     ("segments", "--max-seconds", "nan"),
+    ("init", "--eval-minutes", "nan"),
+    ("init", "--eval-minutes", "0"),
 ]
 
 

@@ -112,11 +112,13 @@ class PipelineConfig:
                 "iterations: layer = 'best' is chosen by ABX of our own models; "
                 "give a layer number with checkpoint"
             )
-        if (
-            any((it.features == "layer" and it.layer == "best") for it in self.iterations)
-            and not self.abx.enabled
+        if any((it.features == "layer" and it.layer == "best") for it in self.iterations) and not (
+            self.abx.enabled and self.corpus.eval_abx_item is not None
         ):
-            raise ValueError("layer = 'best' needs abx.enabled and corpus.eval_abx_item")
+            # Without an evaluation corpus nothing ranks the layers: the layer is configured.
+            raise ValueError(
+                "layer = 'best' needs abx.enabled and corpus.eval_abx_item; give a layer number"
+            )
 
     def iteration_dir(self, k: int) -> Path:
         """Outputs of iteration k (1-based)."""

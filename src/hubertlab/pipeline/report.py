@@ -233,39 +233,75 @@ def step_seconds(steps: list[Step], *, stale: bool = False) -> dict[str, float |
     }
 
 
+def synthetic_languages(cfg: PipelineConfig) -> list[str] | None:
+    """The languages of the evaluation corpus when it is the synthesized demo corpus (its
+    corpus.json beside the manifest, as demo/corpus.py writes it), else None: its figures are
+    then labelled synthetic."""
+    if cfg.corpus.eval_manifest is None:
+        return None
+    built = read_json(Path(cfg.corpus.eval_manifest).parent / "corpus.json")
+    if built is None or "num_abx_items" not in built:
+        return None
+    return list((built.get("settings") or {}).get("languages") or ["?"])
+
+
+def evaluation_note(cfg: PipelineConfig) -> list[str]:
+    """What the run was judged on: the held-out corpus (synthetic or not), or nothing, and
+    then how the checkpoint and the next layer were chosen."""
+    n = len(cfg.iterations)
+    corpus = f"{n} iteration(s); corpus: `{cfg.corpus.train_manifest}` (train)"
+    if cfg.corpus.eval_manifest is None:
+        layers = [
+            f"iteration {k}: layer {it.layer}"
+            for k, it in enumerate(cfg.iterations, start=1)
+            if it.features == "layer"
+        ]
+        return [
+            f"{corpus}; no evaluation corpus, so no ABX nor unit quality: each iteration's "
+            "checkpoint was chosen by validation loss, and every target layer is the "
+            f"configured one ({', '.join(layers) or 'none'}).",
+        ]
+    lines = [f"{corpus}, `{cfg.corpus.eval_manifest}` (held-out evaluation)."]
+    languages = synthetic_languages(cfg)
+    if languages is not None:
+        lines += [
+            "",
+            f"The evaluation corpus is SYNTHETIC (eSpeak voices in {', '.join(languages)}, exact"
+            " phone alignments): its ABX and PNMI say how phone-like the representations are on "
+            "synthesized speech, not on your audio.",
+        ]
+    return lines
+
+
 def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None) -> Path:
     """Write report.md (and training.png, abx.png) into `out` (default: the run folder)."""
     out = out or cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     n = len(cfg.iterations)
-    lines = [
-        f"# hubertlab run: {cfg.out_dir.name}",
-        "",
-        f"{n} iteration(s); corpus: `{cfg.corpus.train_manifest}` (train), "
-        f"`{cfg.corpus.eval_manifest}` (held-out evaluation).",
-        "",
-    ]
+    lines = [f"# hubertlab run: {cfg.out_dir.name}", "", *evaluation_note(cfg), ""]
+    mark = " (synthetic)" if synthetic_languages(cfg) is not None else ""
     standing = _standing(cfg, n)
     if standing:
         lines += [
-            "## Where it stands (ABX, best layer of each iteration's selected checkpoint: the "
-            "lowest validation loss)",
+            f"## Where it stands (ABX{mark}, best layer of each iteration's selected checkpoint:"
+            " the lowest validation loss)",
             "",
             *standing,
         ]
     lines += _curve_sections(cfg, n, out)
-    lines += [
-        "",
-        "## Unit quality on the held-out corpus",
-        "",
-        *_units_table(cfg, n),
-        *_codebook_table(cfg, n),
-        "",
-        "## ABX per layer on the held-out corpus",
-        "",
-        *_abx_table(cfg, n),
-        "",
-    ]
+    if cfg.corpus.eval_manifest is not None:
+        lines += [
+            "",
+            f"## Unit quality on the held-out corpus{mark}",
+            "",
+            *_units_table(cfg, n),
+            *_codebook_table(cfg, n),
+            "",
+            f"## ABX per layer on the held-out corpus{mark}",
+            "",
+            *_abx_table(cfg, n),
+            "",
+        ]
     if _plot_abx(cfg, n, out / "abx.png"):
         lines += ["![ABX per layer](abx.png)", ""]
     lines += ["## Training", ""]

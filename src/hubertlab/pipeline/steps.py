@@ -210,10 +210,11 @@ def _shared_inputs(cfg: PipelineConfig) -> Shared:
 def next_targets(cfg: PipelineConfig) -> IterationConfig | None:
     """The targets a next iteration would train on, from the last model: its layer chosen as
     the last iteration chose its own (a fixed number, or the best by ABX). None when off."""
-    if not (cfg.final_units and _abx_enabled(cfg)):
-        return None
     last = cfg.iterations[-1]
     fixed = last.features == "layer" and last.checkpoint is None and last.layer != "best"
+    # Without ABX only a configured layer can be clustered.
+    if not (cfg.final_units and (fixed or _abx_enabled(cfg))):
+        return None
     return IterationConfig(
         features="layer",
         layer=last.layer if fixed else "best",
