@@ -25,11 +25,11 @@ from hubertlab.allocator import keep_freed_memory
 from hubertlab.config import OptimSection
 from hubertlab.data.dataset import Batch
 from hubertlab.data.masking import compute_span_mask
+from hubertlab.init.step_time import cpu_training_step
 from hubertlab.models import components
 from hubertlab.tasks import build_task
 from hubertlab.train.config import train_config_from_dict
 from hubertlab.train.optim import build_optimizer
-from hubertlab.train.validate import forward_loss
 
 BATCH, SAMPLES, NUM_UNITS = 8, 48_000, 100  # the demo's batch_seconds 24 of 3 s crops
 DEMO_CNN = [64] * 7
@@ -77,14 +77,8 @@ def make_step(kind: str) -> Callable[[], None]:
     state = {"step": 0}
 
     def step() -> None:
-        out = forward_loss(task, model, batch, torch.device("cpu"), bf16=True)
-        loss = out.loss_sum / task.normaliser(batch) + out.mean_loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
-        task.after_step(model, state["step"])
+        cpu_training_step(task, model, optimizer, batch, state["step"])
 
     return step
 

@@ -57,12 +57,19 @@ def measure_step_seconds(
     times = []
     for step in range(reps + 1):
         start = time.perf_counter()
-        out = forward_loss(task, model, batch, torch.device("cpu"), bf16=True)
-        loss = out.loss_sum / task.normaliser(batch) + out.mean_loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        task.after_step(model, step + 1)
+        cpu_training_step(task, model, optimizer, batch, step + 1)
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])  # the first step pays for allocations and kernels
+
+
+def cpu_training_step(task, model, optimizer, batch, step: int) -> None:
+    """One training step on the CPU as the loop takes it: forward and backward in bf16
+    autocast, clipping at 10, the optimizer, and the task's after-step work (SpidR: teacher
+    EMA, codebooks). Shared by the estimate and benchmarks/bench_demo_step.py."""
+    out = forward_loss(task, model, batch, torch.device("cpu"), bf16=True)
+    loss = out.loss_sum / task.normaliser(batch) + out.mean_loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    task.after_step(model, step)
