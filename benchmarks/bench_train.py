@@ -24,12 +24,12 @@ from hubertlab.allocator import keep_freed_memory
 from hubertlab.config import OptimSection
 from hubertlab.data.dataset import Batch
 from hubertlab.data.masking import MaskConfig
+from hubertlab.init.step_time import cpu_training_step
 from hubertlab.models.config import HubertConfig
 from hubertlab.models.convert import hf_config_dict
 from hubertlab.tasks import build_task
 from hubertlab.train.config import train_config_from_dict
 from hubertlab.train.optim import build_optimizer
-from hubertlab.train.validate import forward_loss
 
 SECONDS, BATCH, NUM_UNITS = 4.0, 2, 100
 SAMPLES = int(SECONDS * 16000)
@@ -48,12 +48,7 @@ def make_ours(batch: Batch):
     optimizer = build_optimizer(model, OptimSection(lr=1e-5, warmup_steps=0), fused=True)
 
     def step(bf16: bool) -> None:
-        out = forward_loss(task, model, batch, torch.device("cpu"), bf16=bf16)
-        loss = out.loss_sum / task.normaliser(batch) + out.mean_loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        cpu_training_step(task, model, optimizer, batch, 1, bf16=bf16)  # HuBERT: no after-step
 
     return step
 

@@ -62,11 +62,11 @@ def measure_step_seconds(
     return statistics.median(times[1:])  # the first step pays for allocations and kernels
 
 
-def cpu_training_step(task, model, optimizer, batch, step: int) -> None:
-    """One training step on the CPU as the loop takes it: forward and backward in bf16
-    autocast, clipping at 10, the optimizer, and the task's after-step work (SpidR: teacher
-    EMA, codebooks). Shared by the estimate and benchmarks/bench_demo_step.py."""
-    out = forward_loss(task, model, batch, torch.device("cpu"), bf16=True)
+def cpu_training_step(task, model, optimizer, batch, step: int, *, bf16: bool = True) -> None:
+    """One training step on the CPU as the loop takes it: forward and backward (bf16
+    autocast unless told), clipping at 10, the optimizer, and the task's after-step work
+    (SpidR: teacher EMA, codebooks). Shared by the estimate and the step benchmarks."""
+    out = forward_loss(task, model, batch, torch.device("cpu"), bf16=bf16)
     loss = out.loss_sum / task.normaliser(batch) + out.mean_loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
