@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from hubertlab.cli import main
-from hubertlab.commands.curate import read_hours_table
 from hubertlab.curate.speech import read_speech
+from hubertlab.curate.ups import read_hours_table
 from hubertlab.data.audio import write_audio
 
 SR = 16000

@@ -1,5 +1,5 @@
 """`hubertlab init`: the sizing of 1 h on a CPU, 100 h on one GPU and 1,000 h on 4 x 4 GPUs,
-long recordings refused with the long-form commands, continued pretraining, and the configs
+long recordings on the long-form path ([longform]), continued pretraining, and the configs
 it writes load as the pipeline reads them."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hubertlab.cli import main
 from hubertlab.data.manifest import ManifestRow, write_manifest
-from hubertlab.init.corpus import LongFormError, init_run
+from hubertlab.init.corpus import init_run
 from hubertlab.init.options import InitOptions
 from hubertlab.init.sizing import Hardware, plan_run
 from hubertlab.pipeline.config import load_pipeline_config
@@ -113,17 +112,23 @@ def test_bad_hardware_is_named(kwargs, message):
         Hardware(**kwargs)
 
 
-def test_long_recordings_get_the_long_form_commands(tmp_path, capsys):
+def test_long_recordings_take_the_long_form_path(tmp_path):
     manifest = _manifest(tmp_path / "m.csv", 2 * 20 / 60, seconds=20 * 60)
-    with pytest.raises(LongFormError, match="median recording is 1200 s") as e:
-        init_run(manifest, tmp_path / "out", InitOptions(measure_step=False))
-    assert "hubertlab vad" in str(e.value) and "hubertlab segments" in str(e.value)
-    assert not (tmp_path / "out" / "pipeline.toml").exists()
-    assert main(["init", str(manifest), str(tmp_path / "out2"), "--gpus", "0"]) == 2
-    assert "hubertlab vad" in capsys.readouterr().err
+    config = init_run(manifest, tmp_path / "out", InitOptions(measure_step=False))
+    text = config.read_text()
+    assert "the median recording is 1200 s" in text
+    data = _toml(config)
+    assert data["corpus"] == {"train_manifest": "manifest.csv"}  # the spans are split later
+    assert data["longform"]["vad"] == "silero" and data["longform"]["selection"] == "segments"
+    assert "VAD" in text.split("Expected wall time")[1].splitlines()[0]  # counted in the estimate
+    cfg = load_pipeline_config(config)
+    assert cfg.manifest("train") == cfg.out_dir / "longform" / "spans" / "train.csv"
+    assert not (tmp_path / "out" / "manifest.train.csv").exists()
     short = _manifest(tmp_path / "short.csv", 0.1, seconds=10)
-    with pytest.raises(LongFormError, match="--long-form"):
-        init_run(short, tmp_path / "out3", InitOptions(measure_step=False, long_form=True))
+    forced = init_run(short, tmp_path / "out3", InitOptions(measure_step=False, long_form=True))
+    assert "Long recordings: --long-form." in forced.read_text()
+    plain = init_run(short, tmp_path / "out4", InitOptions(measure_step=False))
+    assert "longform" not in _toml(plain)
 
 
 def test_continued_pretraining_from_a_checkpoint(tmp_path):

@@ -1,5 +1,6 @@
 """End to end: `hubertlab init` on a folder of 16 kHz FLACs it has never seen, then the
-command it prints, runs to a report within the wall time the config states."""
+command it prints, runs to a report within the wall time the config states; the same for two
+20-minute recordings, which take the long-form path (VAD and spans in the pipeline)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from hubertlab.cli import main
+from hubertlab.demo.longform import LongFormConfig, build_longform_corpus
 
 SR = 16000
 
@@ -29,19 +32,36 @@ def _flacs(folder: Path, count: int = 12, seed: int = 0) -> Path:
     return folder
 
 
-def test_init_then_the_printed_command_runs_to_a_report_in_time(tmp_path, capsys):
-    audio = _flacs(tmp_path / "audio")
-    out = tmp_path / "out"
+def _init_and_run(audio: Path, out: Path, capsys) -> str:
+    """`hubertlab init` then the command it prints; the report, checked against the time the
+    config states."""
     assert main(["init", str(audio), str(out), "--gpus", "0", "--steps", "4"]) == 0
     printed = capsys.readouterr().out
     command = re.search(r"^\s+hubertlab (pipeline \S+)$", printed, re.M).group(1).split()
     stated = re.search(r"Expected wall time: ~(\d+) min", printed)
     assert stated, printed
-    assert "1 rejected" in (out / "pipeline.toml").read_text()
     start = time.perf_counter()
     assert main(command) == 0
     elapsed = time.perf_counter() - start
+    assert elapsed <= 60 * int(stated.group(1)), (elapsed, printed)
     report = (out / "run" / "report.md").read_text()
     assert "no evaluation corpus" in report and "validation loss" in report
     assert (out / "run" / "iteration2" / "model").is_dir()
-    assert elapsed <= 60 * int(stated.group(1)), (elapsed, printed)
+    return report
+
+
+def test_init_then_the_printed_command_runs_to_a_report_in_time(tmp_path, capsys):
+    out = tmp_path / "out"
+    _init_and_run(_flacs(tmp_path / "audio"), out, capsys)
+    assert "1 rejected" in (out / "pipeline.toml").read_text()
+
+
+@pytest.mark.slow
+def test_two_long_recordings_take_the_long_form_path_in_time(tmp_path, capsys):
+    build_longform_corpus(tmp_path / "lf", LongFormConfig(hours=40 / 60, recording_minutes=20))
+    audio = tmp_path / "lf" / "longform"  # the two 20-minute FLACs, nothing else
+    assert sorted(p.name for p in audio.iterdir()) == ["rec_0000.flac", "rec_0001.flac"]
+    report = _init_and_run(audio, tmp_path / "out", capsys)
+    assert "## Long-form recordings" in report and "silero VAD" in report
+    spans = (tmp_path / "out" / "run" / "longform" / "spans" / "train.csv").read_text()
+    assert spans.count("\n") > 40  # 2-30 s spans of 40 minutes

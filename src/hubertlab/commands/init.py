@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from hubertlab.commands.args import ranged_float
-from hubertlab.init.corpus import LongFormError, init_run
+from hubertlab.init.corpus import init_run
 from hubertlab.init.options import InitOptions
 from hubertlab.init.sizing import Hardware
 from hubertlab.tasks import DEFAULT_KIND, PRETRAINING_KINDS
@@ -34,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-minutes", type=ranged_float(low=0, low_open=True), default=10.0,
                    help="minutes of the synthetic evaluation corpus (the demo's: 10)")  # fmt: skip
     p.add_argument("--long-form", action="store_true",
-                   help="long-form recordings (assumed when the median is > 60 s)")  # fmt: skip
+                   help="long-form recordings: VAD and speech spans before the iterations "
+                   "(assumed when the median is > 60 s)")  # fmt: skip
     p.add_argument("--steps", type=int, help="iteration 1's steps instead of the sized ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -58,11 +58,7 @@ def run(args: argparse.Namespace) -> int:
         eval_minutes=args.eval_minutes, long_form=args.long_form, seed=args.seed,
         measure_step=not args.no_measure,
     )  # fmt: skip
-    try:
-        config = init_run(args.audio, args.out, options)
-    except LongFormError as e:
-        print(f"hubertlab init: {e}", file=sys.stderr)
-        return 2
+    config = init_run(args.audio, args.out, options)
     estimate = next(
         (line for line in config.read_text().splitlines() if "Expected wall time" in line), ""
     )

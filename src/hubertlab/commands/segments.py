@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hubertlab.constants import SAMPLE_RATE
-from hubertlab.curate.policy import SegmentPolicy, apply_policy, segment_rows
-from hubertlab.curate.select import join_rows
+from hubertlab.curate.policy import SegmentPolicy, policy_spans
 from hubertlab.curate.speech import read_speech
 from hubertlab.data.manifest import read_manifest, relocate, write_manifest
 from hubertlab.numbers import checked_float
@@ -27,10 +26,7 @@ def run(args: argparse.Namespace) -> int:
         checked_float(getattr(args, flag), "--" + flag.replace("_", "-"), low=0)
     policy = SegmentPolicy(args.merge_gap_seconds, args.min_seconds, args.max_seconds)
     manifest = read_manifest(args.manifest)
-    rows = []
-    for speech, row in join_rows(read_speech(args.speech), manifest, args.speech):
-        duration_s = row.num_samples / SAMPLE_RATE
-        rows += segment_rows(row, apply_policy(list(speech.segments), duration_s, policy))
+    rows = policy_spans(read_speech(args.speech), manifest, policy, args.speech)
     # Paths stay relative to the input manifest's folder.
     write_manifest(relocate(rows, manifest.root, args.out), args.out)
     hours = sum(r.num_samples for r in rows) / SAMPLE_RATE / 3600

@@ -22,7 +22,9 @@ import math
 from dataclasses import dataclass
 
 from hubertlab.constants import SAMPLE_RATE
-from hubertlab.data.manifest import ManifestRow
+from hubertlab.curate.select import join_rows
+from hubertlab.curate.speech import FileSpeech
+from hubertlab.data.manifest import Manifest, ManifestRow
 
 _EPS = 1e-6
 
@@ -133,3 +135,15 @@ def segment_rows(row: ManifestRow, segments: list[tuple[float, float]]) -> list[
             )  # fmt: skip
         )
     return out
+
+
+def policy_spans(
+    speech: list[FileSpeech], manifest: Manifest, policy: SegmentPolicy, source: str = ""
+) -> list[ManifestRow]:
+    """Span rows of every recording of `manifest` from its VAD result in `speech` (`source`
+    names where the speech came from, for errors): what `hubertlab segments` writes."""
+    rows = []
+    for found, row in join_rows(speech, manifest, source):
+        duration_s = row.num_samples / SAMPLE_RATE
+        rows += segment_rows(row, apply_policy(list(found.segments), duration_s, policy))
+    return rows

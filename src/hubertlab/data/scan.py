@@ -10,7 +10,7 @@ import io
 import logging
 import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,15 +250,17 @@ def split_rows(
     valid_fraction: float,
     seed: int,
     speaker_level: int | None = None,
+    group_of: Callable[[ManifestRow], str] | None = None,
 ) -> tuple[list[ManifestRow], list[ManifestRow]]:
     """A seeded train/valid split. With `speaker_level`, whole speakers go to one side, so
-    validation speakers are unseen in training. Order within each side follows `rows`."""
+    validation speakers are unseen in training; with `group_of`, whole groups of its naming
+    (e.g. the spans of one recording). Order within each side follows `rows`."""
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
-    if speaker_level is None:
-        groups = [r.fileid for r in rows]
-    else:
+    if speaker_level is not None:
         groups = [speaker_of(r.fileid, speaker_level) for r in rows]
+    else:
+        groups = [group_of(r) if group_of else r.fileid for r in rows]
     unique = sorted(set(groups))
     if len(unique) < 2:
         raise ValueError(f"cannot split {len(unique)} group(s) into train and valid")

@@ -31,13 +31,20 @@ def _hardware(options: InitOptions) -> str:
     return "this machine, 1 GPU" if hw.gpus_per_node else "this machine's CPU"
 
 
-def _corpus(options: InitOptions, num_valid: int, fraction: float) -> list[str]:
+def _corpus(
+    options: InitOptions, num_valid: int, fraction: float, long_form: str | None
+) -> list[str]:
     lines = [
         "[corpus]",
         'train_manifest = "manifest.train.csv"',
         f'valid_manifest = "manifest.valid.csv"   # {num_valid} files ({fraction:.1%}, at most'
         " ~1 h): validation loss picks the best checkpoint",
     ]
+    if long_form:
+        lines = [
+            "[corpus]",
+            'train_manifest = "manifest.csv"   # the recordings, cut into spans by [longform]',
+        ]
     if options.eval_demo:
         languages = ", ".join(options.eval_languages)
         lines = [
@@ -58,6 +65,24 @@ def _corpus(options: InitOptions, num_valid: int, fraction: float) -> list[str]:
             *lines,
         ]
     return lines
+
+
+def _longform(long_form: str | None, fraction: float) -> list[str]:
+    if not long_form:
+        return []
+    return [
+        "",
+        "[longform]",
+        f"# Long recordings: {long_form}.",
+        "# Before the iterations the pipeline finds the speech (VAD) and cuts it into 2-30 s",
+        "# spans (BabyHuBERT's segment policy); the iterations train on the spans. Steps and",
+        "# k-means are sized on the recordings' hours, an upper bound (silence is left out).",
+        "# The recipe, and its commands one by one: docs/long-form.md.",
+        'vad = "silero"          # silero-vad; "energy": no model, for stationary noise only',
+        'selection = "segments"  # or "ups" with hours = H (lid = "lid.jsonl"): 10 s chunks',
+        f"valid_fraction = {fraction:.3g}   # of the spans validate (whole recordings from 20 on)",
+        "shards = 0              # > 0: each iteration streams its spans from tar shards",
+    ]
 
 
 def _executor(plan: Plan, options: InitOptions) -> list[str]:
@@ -190,6 +215,7 @@ def _iterations(plan: Plan, options: InitOptions, layer: int | None) -> list[str
 def render_config(
     plan: Plan, stats: CorpusStats, options: InitOptions, *, audio: Path, config: Path,
     num_valid: int, valid_fraction: float, rejected: int, layer: int | None,
+    long_form: str | None = None,
 ) -> str:  # fmt: skip
     """The commented pipeline TOML of `plan`."""
     every = max(1, min(5000, plan.steps[0] // 4))
@@ -205,7 +231,8 @@ def render_config(
         'out_dir = "run"',
         f"seed = {options.seed}",
         "",
-        *_corpus(options, num_valid, valid_fraction),
+        *_corpus(options, num_valid, valid_fraction, long_form),
+        *_longform(long_form, valid_fraction),
         "",
         *_executor(plan, options),
         "",

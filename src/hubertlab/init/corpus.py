@@ -1,7 +1,7 @@
 """`hubertlab init AUDIO OUT` (init_run): scan the audio (or read a manifest), measure it, split a
 validation set and write OUT/pipeline.toml, sized by hubertlab.init.sizing, every choice
-commented. Long recordings are refused with the long-form recipe's commands: the pipeline
-does not run VAD and the segment policy itself yet."""
+commented. Long recordings get a [longform] table: the pipeline runs the VAD and the segment
+policy before the iterations and splits the validation spans itself."""
 
 from __future__ import annotations
 
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 # Recordings longer than this (median) are long-form: whole-file random crops would see a few
 # seconds of each per pass, silence included (BabyHuBERT cuts them into 2-30 s speech spans).
 LONG_FORM_MEDIAN_SECONDS = 60.0
-
-
-class LongFormError(ValueError):
-    """The recordings are long: the message says why and gives the long-form commands."""
 
 
 def corpus_stats(rows) -> CorpusStats:
@@ -69,23 +65,16 @@ def _manifest(audio: Path, out: Path) -> tuple[list, int]:
     return list(read_manifest(out / "manifest.csv")), result.num_rejected
 
 
-def long_form_commands(out: Path) -> str:
-    """The long-form recipe (README, "Long-form data and huge corpora") on OUT/manifest.csv,
-    ending in `hubertlab init` on the 2-30 s speech spans, which the pipeline trains on."""
-    m = out / "manifest.csv"
-    return "\n".join(
-        [
-            f"hubertlab vad {m} {out}/vad                      # silero-vad (or --backend energy)",
-            f"hubertlab segments {out}/vad {m} {out}/segments.csv   # BabyHuBERT: 2-30 s spans",
-            f"hubertlab init {out}/segments.csv {out}/spans     # then the command it prints",
-            "# or the recipe by hand, up to streamed tar shards (README):",
-            f"hubertlab features {out}/segments.csv {out}/mfcc --kind mfcc",
-            f"hubertlab kmeans {out}/mfcc {out}/kmeans --k 100 --fraction 0.1",
-            f"hubertlab transcribe {out}/segments.csv {out}/kmeans {out}/units --store {out}/mfcc",
-            f"hubertlab shard {out}/segments.csv {out}/shards --num-shards 32 --units {out}/units",
-            f'hubertlab train {out}/train.toml   # [data] train_shards = "{out}/shards"',
-        ]
-    )
+def long_form_reason(options: InitOptions, stats: CorpusStats) -> str | None:
+    """Why the recordings take the long-form path, or None."""
+    if options.long_form:
+        return "--long-form"
+    if stats.median_seconds > LONG_FORM_MEDIAN_SECONDS:
+        return (
+            f"the median recording is {stats.median_seconds:.0f} s"
+            f" (> {LONG_FORM_MEDIAN_SECONDS:g} s)"
+        )
+    return None
 
 
 DEFAULTS = InitOptions()
@@ -93,7 +82,7 @@ DEFAULTS = InitOptions()
 
 def init_run(audio: str | Path, out: str | Path, options: InitOptions = DEFAULTS) -> Path:
     """Write OUT/pipeline.toml (and its manifests, and the synthetic evaluation corpus with
-    `eval_demo`); returns its path. LongFormError for long recordings."""
+    `eval_demo`); returns its path."""
     audio, out = Path(audio), Path(out)
     if not audio.exists():
         raise FileNotFoundError(f"no such folder, archive or manifest: {audio}")
@@ -106,25 +95,19 @@ def init_run(audio: str | Path, out: str | Path, options: InitOptions = DEFAULTS
         "%s: %d files, %.2f h, median %.1f s (%d rejected)",
         audio, stats.num_files, stats.hours, stats.median_seconds, rejected,
     )  # fmt: skip
-    if options.long_form or stats.median_seconds > LONG_FORM_MEDIAN_SECONDS:
-        why = "--long-form" if options.long_form else (
-            f"the median recording is {stats.median_seconds:.0f} s"
-            f" (> {LONG_FORM_MEDIAN_SECONDS:g} s)"
-        )  # fmt: skip
-        raise LongFormError(
-            f"{audio}: long-form audio ({why}). The pipeline does not yet run the long-form "
-            "recipe (VAD, segment policy, shards) itself, and whole day-long files would be "
-            f"trained on as random crops, silence included. {out / 'manifest.csv'} is written; "
-            "run:\n" + long_form_commands(out)
-        )
+    long_form = long_form_reason(options, stats)
     fraction = valid_fraction(stats.hours)
-    train, valid = split_rows(rows, valid_fraction=fraction, seed=options.seed)
-    write_manifest(train, out / "manifest.train.csv")
-    write_manifest(valid, out / "manifest.valid.csv")
+    if long_form:  # the pipeline splits the validation spans ([longform] valid_fraction)
+        train, valid = rows, []
+        log.info("long-form recordings (%s): the pipeline cuts them into speech spans", long_form)
+    else:
+        train, valid = split_rows(rows, valid_fraction=fraction, seed=options.seed)
+        write_manifest(train, out / "manifest.train.csv")
+        write_manifest(valid, out / "manifest.valid.csv")
     train_hours = sum(r.num_samples for r in train) / SAMPLE_RATE / SECONDS_PER_HOUR
     sizing = dict(
         model=options.model, init_from=options.init_from is not None, steps=options.steps,
-        with_eval=options.eval_demo,
+        with_eval=options.eval_demo, vad_hours=stats.hours if long_form else 0.0,
     )  # fmt: skip
     plan = plan_run(train_hours, options.hardware, **sizing)
     if options.measure_step and options.hardware.training_gpus == 0:
@@ -135,7 +118,7 @@ def init_run(audio: str | Path, out: str | Path, options: InitOptions = DEFAULTS
         log.info("one training step takes %.2f s on this machine now", step)
         plan = plan_run(train_hours, options.hardware, **sizing, cpu_step_seconds=step)
     short = sum(r.num_samples < plan.min_crop_seconds * SAMPLE_RATE for r in train)
-    if short:
+    if short and not long_form:
         log.warning(
             "%d of %d training files are shorter than min_crop_seconds = %g and are left out",
             short, len(train), plan.min_crop_seconds,
@@ -146,7 +129,7 @@ def init_run(audio: str | Path, out: str | Path, options: InitOptions = DEFAULTS
     config = out / "pipeline.toml"
     text = render_config(
         plan, stats, options, audio=audio, config=config, num_valid=len(valid),
-        valid_fraction=fraction, rejected=rejected, layer=layer,
+        valid_fraction=fraction, rejected=rejected, layer=layer, long_form=long_form,
     )  # fmt: skip
     atomic_write_text(config, text)
     load_pipeline_config(config)  # what we write must load; a bug here, not the user's

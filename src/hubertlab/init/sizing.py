@@ -85,6 +85,9 @@ GPU_AUDIO_SECONDS_PER_SECOND = 1760.0
 CPU_FIXED_SECONDS = 60.0
 CPU_MFCC_SECONDS_PER_HOUR = 600.0
 FORWARD_FRACTION = 1 / 3
+# Long-form recordings ([longform]): silero-vad on one core, ~50 s per hour of audio measured
+# on the loaded 2-core machine (2026-12-07, 6 min of the long-form demo in 5 s of CPU).
+CPU_VAD_SECONDS_PER_HOUR = 60.0
 VALIDATIONS = 5  # valid_every = a quarter of the steps, and one at the end
 # ABX per layer and PNMI on the synthetic evaluation corpus (10 min), per iteration, in
 # training steps of the same machine (a forward pass over 10 min, ~8 layers of DTW).
@@ -166,11 +169,13 @@ def plan_run(
     steps: int | None = None,
     with_eval: bool = False,
     cpu_step_seconds: float | None = None,
+    vad_hours: float = 0.0,
 ) -> Plan:
     """Size a run of `model` on `hours` of training audio on `hardware`. `init_from`:
     continued pretraining (UPS); `steps`: iteration 1's steps, replacing the sized ones (the
     later iterations keep the recipe's ratio); `with_eval`: an evaluation corpus to score;
-    `cpu_step_seconds`: the tiny step measured on the machine, for the estimate."""
+    `cpu_step_seconds`: the tiny step measured on the machine, for the estimate; `vad_hours`:
+    long recordings the pipeline runs a VAD over first."""
     if hours <= 0:
         raise ValueError(f"the corpus holds no audio ({hours} h)")
     if model not in PRETRAINING:
@@ -213,7 +218,7 @@ def plan_run(
     )
     estimate, note = estimate_seconds(
         model, plan["steps"], plan["batch_seconds"], hours, cpu=cpu, with_eval=with_eval,
-        step_seconds=cpu_step_seconds,
+        step_seconds=cpu_step_seconds, vad_hours=vad_hours,
     )  # fmt: skip
     return Plan(model=model, needs_units=units, num_shards=num_shards, estimate_seconds=estimate,
                 kmeans_fraction=fractions,
@@ -317,6 +322,7 @@ def _continued(hours: float, gpus: int, why: dict[str, str]) -> dict:
 def estimate_seconds(
     model: str, steps: tuple[int, ...], batch_seconds: float, hours: float, *, cpu: bool,
     with_eval: bool, step_seconds: float | None = None, valid_fraction: float = 0.05,
+    vad_hours: float = 0.0,
 ) -> tuple[float, str]:  # fmt: skip
     """The run's expected wall time and how it was reckoned. `step_seconds`: one training
     step measured on the machine (CPU); None: the quiet development machine's."""
@@ -327,6 +333,7 @@ def estimate_seconds(
             f"training only, at least: {sum(steps)} steps x {batch_seconds:g} s of audio per GPU"
             f" at {GPU_AUDIO_SECONDS_PER_SECOND:g} audio-s per GPU-s (SpidR's public H100 figure,"
             " not measured by hubertlab; A100: ~1,150); queueing, features and k-means on top"
+            + (", and the VAD of the recordings" if vad_hours else "")
         )
         return training, note
     measured = step_seconds is not None
@@ -334,7 +341,7 @@ def estimate_seconds(
     step = step_seconds if measured else reference
     batches = hours * SECONDS_PER_HOUR / batch_seconds  # one pass over the training audio
     forward = FORWARD_FRACTION * step
-    other = 0.0
+    other = CPU_VAD_SECONDS_PER_HOUR * vad_hours
     for k in range(len(steps)):
         other += CPU_FIXED_SECONDS + VALIDATIONS * valid_fraction * batches * forward
         if units:  # targets: MFCC in iteration 1, layer features after
@@ -345,8 +352,9 @@ def estimate_seconds(
     total = MARGIN * (sum(steps) * step + other)
     source = "measured on this machine now" if measured else "the quiet 2-core machine's"
     note = (
-        f"{sum(steps)} steps x {step:.2f} s ({source}) + {other:.0f} s of features, k-means,"
-        f" units, validation{' and ABX' if with_eval else ''}, +{MARGIN - 1:.0%}"
+        f"{sum(steps)} steps x {step:.2f} s ({source}) + {other:.0f} s of"
+        f"{' VAD,' if vad_hours else ''} features, k-means, units,"
+        f" validation{' and ABX' if with_eval else ''}, +{MARGIN - 1:.0%}"
     )
     return total, note
 

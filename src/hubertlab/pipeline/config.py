@@ -11,19 +11,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hubertlab.config import ConfigError, RunSection, from_dict, read_toml
+from hubertlab.curate.policy import SegmentPolicy
+from hubertlab.curate.select import CurationConfig
 from hubertlab.pipeline.executor import ExecutorConfig
 from hubertlab.tasks import PRETRAINING, pretraining_kind
 from hubertlab.train.config import TrainConfig, train_config_from_dict
 from hubertlab.units.assign import UNITS_NAME
 
 # Keys of [train.data] the pipeline fills in itself.
-PIPELINE_DATA_KEYS = ("train_manifest", "train_units", "num_units", "valid_manifest", "valid_units")
+PIPELINE_DATA_KEYS = (
+    "train_manifest", "train_shards", "train_units", "num_units", "valid_manifest", "valid_units",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class CorpusPaths:
-    train_manifest: Path
-    valid_manifest: Path  # validation loss/accuracy and the best checkpoint
+    train_manifest: Path  # utterances; with [longform], the long recordings
+    # Validation loss/accuracy and the best checkpoint. With [longform]: recordings, cut into
+    # spans as the training ones are; left out, the spans are split (longform.valid_fraction).
+    valid_manifest: Path | None = None
     # A held-out corpus for unit quality (needs phones) and ABX (needs the item file).
     eval_manifest: Path | None = None
     eval_phones: Path | None = None  # phones.jsonl, as the demo corpus writes
@@ -67,6 +73,57 @@ class IterationConfig:
 
 
 @dataclass(frozen=True)
+class LongFormSection:
+    """[longform]: the recordings are long (hours, silence included), so the pipeline runs the
+    long-form recipe before the iterations (docs/long-form.md): VAD, then BabyHuBERT's segment
+    policy (2-30 s speech spans) or the UPS selection (10 s chunks up to an hour budget), and
+    tar shards when asked. The iterations train on the spans."""
+
+    vad: Literal["silero", "energy"] = "silero"
+    selection: Literal["segments", "ups"] = "segments"
+    # selection = "segments" (BabyHuBERT's policy, hubertlab.curate.policy)
+    merge_gap_seconds: float = 2.0
+    min_seconds: float = 2.0
+    max_seconds: float = 30.0
+    # selection = "ups" (hubertlab.curate.select): the budget, and language-ID results
+    hours: float | None = None
+    lid: Path | None = None
+    hours_table: Path | None = None
+    chunk_seconds: float = 10.0
+    min_speech_seconds: float = 8.0
+    min_density: float = 0.5
+    group: Literal["archive", "file"] = "archive"
+    # Without corpus.valid_manifest: this fraction of the spans validates (whole recordings
+    # when there are MIN_VALID_RECORDINGS or more, so validation audio is unseen).
+    valid_fraction: float = 0.05
+    # > 0: each iteration streams its training spans from this many tar shards (HuBERT's
+    # units in their JSON), as UPS and BabyHuBERT train at scale.
+    shards: int = 0
+
+    def __post_init__(self) -> None:
+        self.policy()  # the checks of the policy and of the selection, with their messages
+        if self.selection == "ups":
+            if self.hours is None:
+                raise ValueError("hours: the UPS selection needs an hour budget")
+            self.curation()
+        elif self.hours is not None or self.lid is not None or self.hours_table is not None:
+            raise ValueError("hours, lid, hours_table: only with selection = 'ups'")
+        if not 0 < self.valid_fraction < 1:
+            raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        if self.shards < 0:
+            raise ValueError(f"shards must be >= 0, got {self.shards}")
+
+    def policy(self) -> SegmentPolicy:
+        return SegmentPolicy(self.merge_gap_seconds, self.min_seconds, self.max_seconds)
+
+    def curation(self) -> CurationConfig:
+        return CurationConfig(
+            hours=self.hours, min_density=self.min_density, chunk_s=self.chunk_seconds,
+            min_speech_s=self.min_speech_seconds, group=self.group,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class AbxSection:
     enabled: bool = True
     # Subsampling as the Libri-Light reference does (10 tokens, 5 X speakers); None: all tokens.
@@ -90,6 +147,7 @@ class PipelineConfig:
     train: dict[str, Any] = field(default_factory=dict)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     abx: AbxSection = field(default_factory=AbxSection)
+    longform: LongFormSection | None = None
     seed: int = 0
     feature_dtype: Literal["float16", "float32"] = "float16"
     # Also cluster a layer of the last model (the last iteration's fixed layer number, else
@@ -99,6 +157,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if not self.iterations:
             raise ValueError("iterations: give at least one [[iterations]] table")
+        if self.corpus.valid_manifest is None and self.longform is None:
+            raise ValueError("corpus.valid_manifest: missing (only [longform] splits its spans)")
         first = self.iterations[0]
         if first.features == "layer" and first.checkpoint is None:
             raise ValueError("iterations[0]: layer features need a checkpoint in iteration 1")
@@ -124,6 +184,13 @@ class PipelineConfig:
         """Outputs of iteration k (1-based)."""
         return self.out_dir / f"iteration{k}"
 
+    def manifest(self, split: Literal["train", "valid"]) -> Path:
+        """What the iterations train and validate on: the corpus's manifests, or with
+        [longform] the spans its steps cut from the recordings."""
+        if self.longform is not None:
+            return self.out_dir / "longform" / "spans" / f"{split}.csv"
+        return self.corpus.train_manifest if split == "train" else self.corpus.valid_manifest
+
 
 def _resolve(data: dict[str, Any], base: Path, keys: tuple[str, ...]) -> None:
     for key in keys:
@@ -140,9 +207,16 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     _resolve(data, base, ("out_dir",))
     if isinstance(data.get("corpus"), dict):
         _resolve(data["corpus"], base, tuple(f.name for f in dataclasses.fields(CorpusPaths)))
+        if "valid_manifest" not in data["corpus"] and "longform" not in data:
+            raise ConfigError(
+                f"{path}: corpus: missing required key 'valid_manifest' (only [longform] "
+                "splits its own validation spans)"
+            )
     for it in data.get("iterations", []) if isinstance(data.get("iterations"), list) else []:
         if isinstance(it, dict):
             _resolve(it, base, ("checkpoint",))
+    if isinstance(data.get("longform"), dict):
+        _resolve(data["longform"], base, ("lid", "hours_table"))
     cfg = from_dict(PipelineConfig, data, where=str(path))
     for k in range(1, len(cfg.iterations) + 1):
         try:
@@ -182,17 +256,17 @@ def train_config(cfg: PipelineConfig, k: int) -> TrainConfig:
     taken = [key for key in PIPELINE_DATA_KEYS if key in data]
     if taken:
         raise ConfigError(f"train.data.{taken[0]}: set by the pipeline, leave it out")
-    data.update(
-        train_manifest=str(cfg.corpus.train_manifest),
-        valid_manifest=str(cfg.corpus.valid_manifest),
-    )
+    streamed = cfg.longform is not None and cfg.longform.shards > 0
+    if streamed:  # the units travel in the shards' JSON
+        data["train_shards"] = str(cfg.iteration_dir(k) / "shards")
+    else:
+        data["train_manifest"] = str(cfg.manifest("train"))
+    data["valid_manifest"] = str(cfg.manifest("valid"))
     if predicts_units(cfg, k):
         units = cfg.iteration_dir(k) / "units"
-        data.update(
-            train_units=[str(units / "train" / UNITS_NAME)],
-            num_units=[it.num_units],
-            valid_units=[str(units / "valid" / UNITS_NAME)],
-        )
+        data.update(num_units=[it.num_units], valid_units=[str(units / "valid" / UNITS_NAME)])
+        if not streamed:
+            data["train_units"] = [str(units / "train" / UNITS_NAME)]
     run = tables.setdefault("run", {})
     run["out_dir"] = str(cfg.iteration_dir(k) / "train")
     if cfg.abx.curves:  # the curves' points: every checkpoint unless told otherwise

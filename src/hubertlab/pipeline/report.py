@@ -11,6 +11,7 @@ from typing import Any
 from hubertlab.evaluate.abx_curves import CURVES_DIR, CURVES_NAME, summary_table
 from hubertlab.fileio import atomic_write_text
 from hubertlab.pipeline.config import PipelineConfig
+from hubertlab.pipeline.longform import longform_report
 from hubertlab.pipeline.runner import Step, read_done, step_state
 from hubertlab.train.metrics import read_metrics
 
@@ -279,6 +280,7 @@ def write_report(cfg: PipelineConfig, steps: list[Step], out: Path | None = None
     out.mkdir(parents=True, exist_ok=True)
     n = len(cfg.iterations)
     lines = [f"# hubertlab run: {cfg.out_dir.name}", "", *evaluation_note(cfg), ""]
+    lines += longform_report(cfg)
     mark = " (synthetic)" if synthetic_languages(cfg) is not None else ""
     standing = _standing(cfg, n)
     if standing:

@@ -30,6 +30,7 @@ from hubertlab.fileio import atomic_write_json
 from hubertlab.models.checkpoint import from_pretrained, save_pretrained
 from hubertlab.pipeline.config import IterationConfig, PipelineConfig, predicts_units, train_config
 from hubertlab.pipeline.fingerprint import InputFile, Upstream, fingerprints, fold_mask
+from hubertlab.pipeline.longform import longform_steps, shards_step
 from hubertlab.pipeline.runner import Step
 from hubertlab.pipeline.targets import Shared, Trained, targets_steps
 from hubertlab.slurm import submit_training
@@ -92,11 +93,16 @@ def _model_steps(
     for key in UNTRACKED_RUN_KEYS:
         settings["run"].pop(key, None)
     train_in = {"units": Upstream(units_in), "train": settings}
+    steps = []
+    if cfg.longform is not None and cfg.longform.shards > 0:
+        shards, shards_in = shards_step(cfg, k, units_in)
+        steps.append(shards)
+        train_in["shards"] = Upstream(shards_in)
     if cfg.iterations[k - 1].init == "previous":
         train_in["init"] = previous.model
     select_in = {"train": Upstream(train_in)}
     abx_in = {**shared.abx, "model": Upstream(select_in)}
-    steps = [
+    steps += [
         Step(f"iteration{k}/train", root / "train", train, "masked-prediction pretraining",
              inputs=train_in),
         Step(f"iteration{k}/select", root / "model", select, "export the best checkpoint",
@@ -198,9 +204,12 @@ def _baseline_step(cfg: PipelineConfig, shared: Shared) -> Step:
     )  # fmt: skip
 
 
-def _shared_inputs(cfg: PipelineConfig) -> Shared:
+def _shared_inputs(cfg: PipelineConfig, spans: Upstream | None) -> Shared:
+    """`spans`: with [longform], what the spans the iterations train on were made from."""
     names = ("train_manifest", "valid_manifest", "eval_manifest", "eval_phones", "eval_abx_item")
     files = {name: InputFile(getattr(cfg.corpus, name)) for name in names}
+    if spans is not None:
+        files.update(train_manifest=spans, valid_manifest=spans)
     # `curves` adds a step and changes no score: left out, so turning it on redoes nothing.
     abx = {"abx": {k: v for k, v in to_dict(cfg.abx).items() if k != "curves"}, "seed": cfg.seed}
     abx.update(eval_manifest=files["eval_manifest"], eval_abx_item=files["eval_abx_item"])
@@ -228,8 +237,10 @@ def next_targets(cfg: PipelineConfig) -> IterationConfig | None:
 def build_steps(cfg: PipelineConfig) -> list[Step]:
     """Every step of the run, in order, with its fingerprint. Nothing is computed here (the
     input files are hashed)."""
-    shared = _shared_inputs(cfg)
-    steps = [_baseline_step(cfg, shared)] if _abx_enabled(cfg) else []
+    steps, spans = longform_steps(cfg) if cfg.longform is not None else ([], None)
+    shared = _shared_inputs(cfg, spans)
+    if _abx_enabled(cfg):
+        steps.append(_baseline_step(cfg, shared))
     previous: Trained | None = None
     for k, it in enumerate(cfg.iterations, start=1):
         # A self-distilling iteration (SpidR, DinoSR) trains on the audio alone.

@@ -38,7 +38,9 @@ class FeatureSpec:
 class Shared:
     """Inputs every iteration's steps declare: the corpus files and the ABX settings."""
 
-    files: dict[str, InputFile]  # train/valid/eval manifests, eval phones, ABX item file
+    # train/valid/eval manifests, eval phones, ABX item file ([longform]: the train and valid
+    # manifests are the spans, fingerprinted by what they were made from)
+    files: dict[str, InputFile | Upstream]
     abx: dict[str, Any]  # what an ABX score depends on besides the model
 
 
@@ -92,8 +94,8 @@ def units_shard(
 # ----------------------------------------------------------------- steps
 def manifests_of(cfg: PipelineConfig) -> dict[str, Path]:
     paths = {
-        "train": cfg.corpus.train_manifest,
-        "valid": cfg.corpus.valid_manifest,
+        "train": cfg.manifest("train"),
+        "valid": cfg.manifest("valid"),
         "eval": cfg.corpus.eval_manifest,
     }
     return {split: path for split, path in paths.items() if path is not None}
@@ -136,7 +138,7 @@ def targets_steps(
         run_shards(
             cfg.executor,
             features_shard,
-            (str(cfg.corpus.train_manifest), str(store / "store"), spec, cfg.feature_dtype),
+            (str(cfg.manifest("train")), str(store / "store"), spec, cfg.feature_dtype),
             root / "logs",
             f"it{k}-features",
         )
