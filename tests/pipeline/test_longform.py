@@ -13,7 +13,7 @@ import soundfile as sf
 
 from hubertlab.config import ConfigError
 from hubertlab.constants import SAMPLE_RATE, num_frames
-from hubertlab.data.manifest import ManifestRow, read_manifest, write_manifest
+from hubertlab.data.manifest import ManifestRow, read_manifest, relocate, write_manifest
 from hubertlab.data.tar_shards import read_shard
 from hubertlab.pipeline.config import load_pipeline_config
 from hubertlab.pipeline.longform import MIN_VALID_RECORDINGS, split_spans
@@ -142,3 +142,26 @@ def test_validation_takes_whole_recordings_when_there_are_many():
     assert len(valid) == 1 and {r.path for r in train} == {"r0.flac", "r1.flac"}
     with pytest.raises(ValueError, match="too few to split off a validation set"):
         split_spans(spans(1)[:1], 0.1, 0, Path("m.csv"))
+
+
+def test_the_ups_selection_with_validation_recordings(tmp_path, longform):  # noqa: F811
+    rows = list(read_manifest(longform / "manifest.csv"))
+    write_manifest(relocate(rows[:1], longform, tmp_path / "t.csv"), tmp_path / "t.csv")
+    write_manifest(relocate(rows[1:], longform, tmp_path / "v.csv"), tmp_path / "v.csv")
+    lid = longform / "speech.jsonl"  # the true speech with its languages, as language-ID
+    settings = f'selection = "ups"\nhours = 0.005\nlid = "{lid}"\nchunk_seconds = 6.0\n'
+    settings += "min_speech_seconds = 3.0\nmin_density = 0.1"
+    config = _config(tmp_path, tmp_path / "t.csv", settings)
+    text = config.read_text().replace("[executor]", 'valid_manifest = "v.csv"\n[executor]', 1)
+    config.write_text(text)
+    run_pipeline(config)
+    spans = tmp_path / "run" / "longform" / "spans"
+    train, valid = read_manifest(spans / "train.csv"), read_manifest(spans / "valid.csv")
+    assert {Path(r.path).name for r in train} == {"rec_0000.flac"}
+    assert {Path(r.path).name for r in valid} == {"rec_0001.flac"}
+    assert all(r.num_samples == 6 * SAMPLE_RATE for r in train)  # whole UPS chunks
+    assert 3 <= len(train) <= 4  # 18 s of budget: chunks kept whole, under one chunk over
+    summary = json.loads((spans / "selection" / "summary.json").read_text())
+    assert summary["budget_met"] and set(summary["hours_after"]) <= {"en", "fr"}
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "- valid recordings: 1" in report and "split from" not in report
