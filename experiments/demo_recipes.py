@@ -1,16 +1,19 @@
-"""Issue 23's study of the tiny SpidR / DinoSR recipes on the demo corpus: each variant is the
-demo's own pipeline (`hubertlab demo --model spidr|dinosr`) with a few settings changed, trained
-at the demo's budget, scored by ABX per layer on the held-out evaluation corpus, with ABX
-learning curves over its checkpoints ([abx] curves).
+"""Issue 23's study of the demo's recipes on the demo corpus: each variant is the demo's own
+pipeline (`hubertlab demo --model hubert|spidr|dinosr`) with a few settings changed, trained
+at the demo's budget (or --steps), scored by ABX per layer on the held-out evaluation corpus,
+with ABX learning curves over its checkpoints ([abx] curves).
 
-    python experiments/distill_recipes.py DEMO_DIR VARIANT [VARIANT ...] [--seed S]
-        [--steps N]  # default: the demo's budget (DemoSettings.spidr_steps)
-    python experiments/distill_recipes.py DEMO_DIR --table   # the table of every finished run
+    python experiments/demo_recipes.py DEMO_DIR VARIANT [VARIANT ...] [--seed S]
+        [--steps N]  # iteration 1's steps; default: the demo's budget of the model
+    python experiments/demo_recipes.py DEMO_DIR --table   # the table of every finished run
 
-DEMO_DIR is a folder `hubertlab demo DEMO_DIR --model spidr` has prepared (its corpus and
-pipeline-spidr.toml / pipeline-dinosr.toml; the pipeline itself need not have run). Each run
-goes to DEMO_DIR/exp-<variant>-s<seed>[-<steps>] and resumes where it stopped; its config is
-DEMO_DIR/exp-<variant>-s<seed>[-<steps>].toml. The table goes to DEMO_DIR/experiments.md.
+DEMO_DIR is a folder the demo's recipes were written to (its corpus and pipeline.toml,
+pipeline-spidr.toml, pipeline-dinosr.toml; the pipelines themselves need not have run):
+    python -c "from hubertlab.demo.recipe import prepare_demo; \
+        [prepare_demo('DEMO_DIR', model=m) for m in ('hubert', 'spidr', 'dinosr')]"
+Each run goes to DEMO_DIR/exp-<variant>-s<seed>[-<steps>] and resumes where it stopped; its
+config is DEMO_DIR/exp-<variant>-s<seed>[-<steps>].toml. The table goes to
+DEMO_DIR/experiments.md.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ import sys
 from pathlib import Path
 
 from hubertlab.demo.compare import model_summary
-from hubertlab.demo.recipe import DemoSettings
 from hubertlab.pipeline.config import load_pipeline_config
 from hubertlab.pipeline.report import baseline_scores, fmt
 
-# variant -> (model kind, [train.model.overrides], [train.optim] changes)
+# variant -> (model kind, [train.model.overrides], [train.optim] changes, changes of the
+# second [[iterations]] table: HuBERT's iteration 2)
 PUBLISHED = 400_000  # the run length the spidr recipe's teacher schedule was made for
-VARIANTS: dict[str, tuple[str, dict, dict]] = {
+VARIANTS: dict[str, tuple] = {
+    "hubert-demo": ("hubert", {}, {}, {}),  # continued from iteration 1, targets of layer 3
+    "hubert-it2-scratch": ("hubert", {}, {}, {"init": "scratch"}),  # the HuBERT paper
+    "hubert-it2-best": ("hubert", {}, {}, {"layer": "best"}),  # targets of the best-ABX layer
+    "hubert-it2-scratch-best": ("hubert", {}, {}, {"init": "scratch", "layer": "best"}),
     "spidr-published": ("spidr", {}, {}),
     "spidr-scaled": ("spidr", {"ema_schedule_steps": PUBLISHED}, {}),
     "spidr-scaled-lr1e-3": ("spidr", {"ema_schedule_steps": PUBLISHED}, {"lr": 1e-3}),
@@ -50,26 +57,51 @@ def toml_value(value) -> str:
 
 def variant_config(demo: Path, variant: str, seed: int, steps: int | None) -> Path:
     """Write DEMO_DIR/exp-<variant>-s<seed>.toml from the demo's pipeline of that model."""
-    kind, overrides, optim = VARIANTS[variant]
-    text = (demo / f"pipeline-{kind}.toml").read_text()
+    kind, overrides, optim, *iteration2 = VARIANTS[variant]
+    text = (demo / ("pipeline.toml" if kind == "hubert" else f"pipeline-{kind}.toml")).read_text()
     name = f"exp-{variant}-s{seed}" + (f"-{steps}" if steps else "")
     text = re.sub(r'(?m)^out_dir = ".*"$', f'out_dir = "{name}"', text)
     text = re.sub(r"(?m)^seed = \d+$", f"seed = {seed}", text)
     lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items())
     text = text.replace("[train.model.overrides]\n", "[train.model.overrides]\n" + lines)
+    # The shared [train] tables come before the [[iterations]] tables, which may set their own.
+    shared, marker, iterations = text.partition("[[iterations]]")
     if steps:
+        first = int(re.search(r"(?m)^max_steps = (\d+)$", shared).group(1))
         optim = {**optim, "max_steps": steps}
-        text = re.sub(r"(?m)^ckpt_every = \d+$", f"ckpt_every = {max(1, steps // 8)}", text)
-        text = re.sub(r"(?m)^valid_every = \d+$", f"valid_every = {max(1, steps // 8)}", text)
+        shared = re.sub(r"(?m)^ckpt_every = \d+$", f"ckpt_every = {max(1, steps // 8)}", shared)
+        shared = re.sub(r"(?m)^valid_every = \d+$", f"valid_every = {max(1, steps // 8)}", shared)
+        # A later iteration's own budget keeps its ratio to iteration 1's.
+        iterations = re.sub(
+            r"(?m)^max_steps = (\d+)$",
+            lambda m: f"max_steps = {max(1, round(int(m.group(1)) * steps / first))}",
+            iterations,
+        )
     for key, value in optim.items():
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {toml_value(value)}", text)
+        shared, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {toml_value(value)}", shared)
         if count != 1:
-            raise ValueError(f"pipeline-{kind}.toml: no single [train.optim] {key} to change")
+            raise ValueError(f"{variant}: no single [train.optim] {key} to change")
+    text = shared + marker + iterations
+    text = second_iteration(text, iteration2[0] if iteration2 else {}, variant)
     if not re.search(r"(?m)^curves = true$", text):  # the demo's templates already ask
         text += "\n[abx]\ncurves = true\n"
     config = demo / f"{name}.toml"
     config.write_text(text)
     return config
+
+
+def second_iteration(text: str, changes: dict, variant: str) -> str:
+    """`text` with `changes` made to the keys of its second [[iterations]] table."""
+    if not changes:
+        return text
+    parts = text.split("[[iterations]]")
+    if len(parts) < 3:
+        raise ValueError(f"{variant}: the pipeline has no second [[iterations]] table")
+    for key, value in changes.items():
+        parts[2], count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {toml_value(value)}", parts[2])
+        if count != 1:
+            raise ValueError(f"{variant}: no single {key} in the second [[iterations]] table")
+    return "[[iterations]]".join(parts)
 
 
 def table(demo: Path) -> str:
@@ -104,7 +136,7 @@ def main() -> int:
     parser.add_argument("demo", type=Path)
     parser.add_argument("variants", nargs="*", help=", ".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, help=f"default {DemoSettings().spidr_steps}")
+    parser.add_argument("--steps", type=int, help="iteration 1's steps (default: the demo's)")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     demo = args.demo.resolve()
