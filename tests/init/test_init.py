@@ -176,3 +176,19 @@ def test_eval_demo_adds_the_synthetic_corpus(tmp_path):
         InitOptions(eval_demo=True, eval_languages=("xx",))
     with pytest.raises(ValueError, match="--steps"):
         InitOptions(steps=0)
+
+
+def test_an_hour_budget_takes_the_ups_selection(tmp_path):
+    manifest = _manifest(tmp_path / "m.csv", 3.0, seconds=30 * 60)
+    lid = tmp_path / "lid.jsonl"
+    lid.write_text('{"fileid": "s0/u0", "duration": 1800.0, "segments": [[0, 10]], '
+                   '"languages": ["fr"]}\n')  # fmt: skip
+    options = InitOptions(measure_step=False, ups_hours=1.0, lid=lid)
+    data = _toml(init_run(manifest, tmp_path / "out", options))
+    assert data["longform"]["selection"] == "ups" and data["longform"]["hours"] == 1.0
+    assert data["longform"]["lid"] == str(lid.resolve())
+    assert data["train"]["optim"]["max_steps"] == 1700  # sized on the 1 h budget, not the 3 h
+    with pytest.raises(ValueError, match="--lid.*give --hours"):
+        InitOptions(lid=lid)
+    with pytest.raises(FileNotFoundError, match="--lid: not found"):
+        init_run(manifest, tmp_path / "o2", InitOptions(ups_hours=1.0, lid=tmp_path / "x"))

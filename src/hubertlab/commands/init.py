@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-form", action="store_true",
                    help="long-form recordings: VAD and speech spans before the iterations "
                    "(assumed when the median is > 60 s)")  # fmt: skip
+    p.add_argument("--hours", type=ranged_float(low=0, low_open=True),
+                   help="the long-form path, UPS selection: a budget of 10 s chunks")  # fmt: skip
+    p.add_argument("--lid", type=Path, help="with --hours: language-ID results (JSONL, ours or "
+                   "UPS) that weight scarce languages")  # fmt: skip
     p.add_argument("--steps", type=int, help="iteration 1's steps instead of the sized ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -55,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, hardware=hardware, init_from=args.init_from, steps=args.steps,
         eval_demo=args.eval == "demo",
         eval_languages=tuple(s.strip() for s in args.eval_languages.split(",") if s.strip()),
-        eval_minutes=args.eval_minutes, long_form=args.long_form, seed=args.seed,
+        eval_minutes=args.eval_minutes, long_form=args.long_form, ups_hours=args.hours,
+        lid=args.lid, seed=args.seed,
         measure_step=not args.no_measure,
     )  # fmt: skip
     config = init_run(args.audio, args.out, options)

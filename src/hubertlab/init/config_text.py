@@ -67,10 +67,10 @@ def _corpus(
     return lines
 
 
-def _longform(long_form: str | None, fraction: float) -> list[str]:
+def _longform(long_form: str | None, fraction: float, options: InitOptions) -> list[str]:
     if not long_form:
         return []
-    return [
+    lines = [
         "",
         "[longform]",
         f"# Long recordings: {long_form}.",
@@ -80,6 +80,20 @@ def _longform(long_form: str | None, fraction: float) -> list[str]:
         "# The recipe, and its commands one by one: docs/long-form.md.",
         'vad = "silero"          # silero-vad; "energy": no model, for stationary noise only',
         'selection = "segments"  # or "ups" with hours = H (lid = "lid.jsonl"): 10 s chunks',
+    ]
+    if options.ups_hours is not None:
+        lines[3:7] = [
+            "# Before the iterations the pipeline finds the speech (VAD) and picks 10 s chunks",
+            "# with >= 8 s of speech, densest (and scarcest-language) recordings first, up to",
+            "# the budget (the UPS selection); the iterations train on the chunks, sized on the",
+            "# budget. The recipe, and its commands one by one: docs/long-form.md.",
+        ]
+        lines[-1] = 'selection = "ups"       # or "segments": every speech span, no budget'
+        lines.append(f"hours = {options.ups_hours:g}   # the budget of picked audio")
+        if options.lid is not None:
+            lines.append(f'lid = "{Path(options.lid).resolve()}"   # language-ID results')
+    return [
+        *lines,
         f"valid_fraction = {fraction:.3g}   # of the spans validate (whole recordings from 20 on)",
         "shards = 0              # > 0: each iteration streams its spans from tar shards",
     ]
@@ -232,7 +246,7 @@ def render_config(
         f"seed = {options.seed}",
         "",
         *_corpus(options, num_valid, valid_fraction, long_form),
-        *_longform(long_form, valid_fraction),
+        *_longform(long_form, valid_fraction, options),
         "",
         *_executor(plan, options),
         "",

@@ -69,6 +69,8 @@ def long_form_reason(options: InitOptions, stats: CorpusStats) -> str | None:
     """Why the recordings take the long-form path, or None."""
     if options.long_form:
         return "--long-form"
+    if options.ups_hours is not None:
+        return f"--hours {options.ups_hours:g}: the UPS selection"
     if stats.median_seconds > LONG_FORM_MEDIAN_SECONDS:
         return (
             f"the median recording is {stats.median_seconds:.0f} s"
@@ -88,6 +90,8 @@ def init_run(audio: str | Path, out: str | Path, options: InitOptions = DEFAULTS
         raise FileNotFoundError(f"no such folder, archive or manifest: {audio}")
     if options.init_from is not None and not Path(options.init_from).exists():
         raise FileNotFoundError(f"--init-from: not found: {options.init_from}")
+    if options.lid is not None and not Path(options.lid).is_file():
+        raise FileNotFoundError(f"--lid: not found: {options.lid}")
     out.mkdir(parents=True, exist_ok=True)
     rows, rejected = _manifest(audio, out)
     stats = corpus_stats(rows)
@@ -105,6 +109,8 @@ def init_run(audio: str | Path, out: str | Path, options: InitOptions = DEFAULTS
         write_manifest(train, out / "manifest.train.csv")
         write_manifest(valid, out / "manifest.valid.csv")
     train_hours = sum(r.num_samples for r in train) / SAMPLE_RATE / SECONDS_PER_HOUR
+    if options.ups_hours is not None:  # the budget, when the recordings hold more
+        train_hours = min(train_hours, options.ups_hours)
     sizing = dict(
         model=options.model, init_from=options.init_from is not None, steps=options.steps,
         with_eval=options.eval_demo, vad_hours=stats.hours if long_form else 0.0,

@@ -24,6 +24,10 @@ class InitOptions:
     eval_languages: tuple[str, ...] = EVAL_LANGUAGES
     eval_minutes: float = 10.0  # the demo's
     long_form: bool = False
+    # The UPS selection of the long-form path: an hour budget of 10 s chunks, and optional
+    # language-ID results that weight scarce languages (hubertlab.curate.select).
+    ups_hours: float | None = None
+    lid: Path | None = None
     seed: int = 0
     # On a CPU, time a few training steps here for the estimate (off: the reference machine's).
     measure_step: bool = True
@@ -35,6 +39,10 @@ class InitOptions:
             raise ValueError(f"--model must be one of {known}, got {self.model!r}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"--steps: must be >= 1, got {self.steps}")
+        if self.ups_hours is not None and not (0 < self.ups_hours < float("inf")):
+            raise ValueError(f"--hours: must be a number > 0, got {self.ups_hours}")
+        if self.lid is not None and self.ups_hours is None:
+            raise ValueError("--lid: language-ID results weight the UPS selection: give --hours")
         if self.eval_demo:
             try:
                 DemoCorpusConfig(minutes=self.eval_minutes, languages=self.eval_languages)
