@@ -97,6 +97,10 @@ def test_vtc_frame_f1_leaves_absent_classes_out_of_the_macro_mean(caplog):
     # A: 10 / 15; C: predicted only, a defined 0; B: absent (was F1 1.0 lifting the mean)
     assert summary == pytest.approx({"f1_A": 2 / 3, "f1_C": 0.0, "f1_macro": 1 / 3})
     assert "B absent" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        task.summarize(totals)  # the next validation: the same absent class, not said again
+    assert "absent" not in caplog.text
     nothing = dict.fromkeys(totals, 0)
     assert task.summarize(nothing) == {}  # no class to score: no f1_macro
 

@@ -69,6 +69,9 @@ class VtcTask(FinetuneTask):
         self.metric_names = ("scored_frames",) + tuple(
             f"{kind}_{c}" for c in self.classes for kind in ("tp", "fp", "fn")
         )
+        # The absent classes last logged: said again only when they change, not every
+        # validation (a class missing from the dev set stays missing).
+        self._absent_logged: tuple[str, ...] = ()
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
@@ -132,14 +135,16 @@ class VtcTask(FinetuneTask):
     def summarize(self, totals: dict[str, float]) -> dict[str, float]:
         """Frame F1 per class at 0.5 and their macro mean. An absent class (no reference and
         no predicted frame) has no F1 (0 / 0 is not 1.0): it is left out of f1_macro and
-        logged; with every class absent there is no f1_macro."""
+        logged (once, until the absent classes change); with every class absent there is no
+        f1_macro."""
         f1s = {
             name: f1_from_counts(*(totals[f"{k}_{name}"] for k in ("tp", "fp", "fn")))
             for name in self.classes
         }
         out = {f"f1_{name}": f1 for name, f1 in f1s.items() if f1 is not None}
-        absent = [name for name, f1 in f1s.items() if f1 is None]
-        if absent:
+        absent = tuple(name for name, f1 in f1s.items() if f1 is None)
+        if absent and absent != self._absent_logged:
+            self._absent_logged = absent
             log.info(
                 "frame F1: %s absent (no reference and no predicted frame): undefined, left "
                 "out of f1_macro", ", ".join(absent),
