@@ -183,8 +183,9 @@ def test_an_hour_budget_takes_the_ups_selection(tmp_path):
     lid = tmp_path / "lid.jsonl"
     lid.write_text('{"fileid": "s0/u0", "duration": 1800.0, "segments": [[0, 10]], '
                    '"languages": ["fr"]}\n')  # fmt: skip
-    options = InitOptions(measure_step=False, ups_hours=1.0, lid=lid)
+    options = InitOptions(measure_step=False, ups_hours=1.0, lid=lid, shards=4)
     data = _toml(init_run(manifest, tmp_path / "out", options))
+    assert data["longform"]["shards"] == 4
     assert data["longform"]["selection"] == "ups" and data["longform"]["hours"] == 1.0
     assert data["longform"]["lid"] == str(lid.resolve())
     assert data["train"]["optim"]["max_steps"] == 1700  # sized on the 1 h budget, not the 3 h

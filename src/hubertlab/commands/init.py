@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the long-form path, UPS selection: a budget of 10 s chunks")  # fmt: skip
     p.add_argument("--lid", type=Path, help="with --hours: language-ID results (JSONL, ours or "
                    "UPS) that weight scarce languages")  # fmt: skip
+    p.add_argument("--shards", type=int, default=0, help="long-form path: stream each "
+                   "iteration's spans from this many tar shards (0: read the files)")  # fmt: skip
     p.add_argument("--steps", type=int, help="iteration 1's steps instead of the sized ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         eval_demo=args.eval == "demo",
         eval_languages=tuple(s.strip() for s in args.eval_languages.split(",") if s.strip()),
         eval_minutes=args.eval_minutes, long_form=args.long_form, ups_hours=args.hours,
-        lid=args.lid, seed=args.seed,
+        lid=args.lid, shards=args.shards, seed=args.seed,
         measure_step=not args.no_measure,
     )  # fmt: skip
     config = init_run(args.audio, args.out, options)

@@ -95,7 +95,8 @@ def _longform(long_form: str | None, fraction: float, options: InitOptions) -> l
     return [
         *lines,
         f"valid_fraction = {fraction:.3g}   # of the spans validate (whole recordings from 20 on)",
-        "shards = 0              # > 0: each iteration streams its spans from tar shards",
+        f"shards = {options.shards}              # > 0: each iteration streams its spans from"
+        " tar shards",
     ]
 
 

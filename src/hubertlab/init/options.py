@@ -28,6 +28,7 @@ class InitOptions:
     # language-ID results that weight scarce languages (hubertlab.curate.select).
     ups_hours: float | None = None
     lid: Path | None = None
+    shards: int = 0  # long-form path: each iteration streams its spans from this many tars
     seed: int = 0
     # On a CPU, time a few training steps here for the estimate (off: the reference machine's).
     measure_step: bool = True
@@ -41,6 +42,8 @@ class InitOptions:
             raise ValueError(f"--steps: must be >= 1, got {self.steps}")
         if self.ups_hours is not None and not (0 < self.ups_hours < float("inf")):
             raise ValueError(f"--hours: must be a number > 0, got {self.ups_hours}")
+        if self.shards < 0:
+            raise ValueError(f"--shards: must be >= 0, got {self.shards}")
         if self.lid is not None and self.ups_hours is None:
             raise ValueError("--lid: language-ID results weight the UPS selection: give --hours")
         if self.eval_demo:
