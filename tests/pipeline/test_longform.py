@@ -108,6 +108,11 @@ def test_settings_are_checked_when_the_config_is_read(tmp_path):
         (tmp_path / "pipeline.toml").write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_pipeline_config(tmp_path / "pipeline.toml")
+    # A missing language-ID file is named before any step runs.
+    text = _config(tmp_path, manifest, 'selection = "ups"\nhours = 1.0\nlid = "no.jsonl"')
+    with pytest.raises(FileNotFoundError, match="longform.lid: not found: .*no.jsonl"):
+        run_pipeline(text)
+    assert not (tmp_path / "run" / "longform").exists()
     # Without [longform], a validation manifest is required.
     text = _config(tmp_path, manifest).read_text().replace('[longform]\nvad = "energy"\n', "")
     (tmp_path / "pipeline.toml").write_text(text)

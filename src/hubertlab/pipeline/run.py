@@ -56,6 +56,11 @@ def check_inputs(cfg) -> None:
     for k, it in enumerate(cfg.iterations, start=1):
         if it.checkpoint is not None and not Path(it.checkpoint).exists():
             raise FileNotFoundError(f"iterations[{k - 1}].checkpoint: not found: {it.checkpoint}")
+    if cfg.longform is not None:
+        for key in ("lid", "hours_table"):
+            path = getattr(cfg.longform, key)
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"longform.{key}: not found: {path}")
     pretrained = (cfg.train.get("model") or {}).get("from_pretrained")
     if pretrained is not None and not Path(pretrained).exists():
         raise FileNotFoundError(f"train.model.from_pretrained: not found: {pretrained}")
