@@ -57,6 +57,8 @@ CASES = [
     ("segments", "--max-seconds", "nan"),
     ("init", "--eval-minutes", "nan"),
     ("init", "--eval-minutes", "0"),
+    ("init", "--hours", "nan"),
+    ("init", "--hours", "0"),
 ]
 
 
