@@ -6,8 +6,9 @@ DEMO_DIR (their [abx] curves: iteration<k>/abx_curve/abx_curves.json).
     python experiments/study_figure.py DEMO_DIR --out docs/figures/abx_learning_curves.png \\
         [--runs exp-spidr-published-s0 exp-hubert-it2-scratch-s0 ...]   # default: every run
 
-A HuBERT run contributes one curve per iteration, its iteration 2 drawn after iteration 1's
-steps (so the x axis is the steps the model has had). The table goes to stdout (Markdown).
+A HuBERT run contributes one curve per iteration, each against its own training steps (an
+iteration continued from the previous one has had those steps too). The table goes to stdout
+(Markdown).
 """
 
 from __future__ import annotations
@@ -38,16 +39,15 @@ def best_per_step(report: dict) -> list[tuple[int, float, float]]:
 
 
 def run_curves(run: Path) -> list[tuple[str, list[tuple[int, float, float]]]]:
-    """The curves of one run: one per iteration that has them, steps counted from the start."""
-    curves, offset = [], 0
+    """The curves of one run: one per iteration that has them."""
+    curves = []
     for k in (1, 2, 3):
         path = run / f"iteration{k}" / "abx_curve" / "abx_curves.json"
         if not path.is_file():
             break
         points = best_per_step(json.loads(path.read_text()))
         label = run.name.removeprefix("exp-") + (f" it.{k}" if k > 1 or _has(run, 2) else "")
-        curves.append((label, [(offset + s, w, a) for s, w, a in points]))
-        offset += points[-1][0]
+        curves.append((label, points))
     return curves
 
 
