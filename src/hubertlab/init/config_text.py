@@ -70,30 +70,36 @@ def _corpus(
 def _longform(long_form: str | None, fraction: float, options: InitOptions) -> list[str]:
     if not long_form:
         return []
-    lines = [
-        "",
-        "[longform]",
-        f"# Long recordings: {long_form}.",
-        "# Before the iterations the pipeline finds the speech (VAD) and cuts it into 2-30 s",
-        "# spans (BabyHuBERT's segment policy); the iterations train on the spans. Steps and",
-        "# k-means are sized on the recordings' hours, an upper bound (silence is left out).",
-        "# The recipe, and its commands one by one: docs/long-form.md.",
-        'vad = "silero"          # silero-vad; "energy": no model, for stationary noise only',
-        'selection = "segments"  # or "ups" with hours = H (lid = "lid.jsonl"): 10 s chunks',
-    ]
-    if options.ups_hours is not None:
-        lines[3:7] = [
+    if options.ups_hours is None:
+        how = [
+            "# Before the iterations the pipeline finds the speech (VAD) and cuts it into 2-30 s",
+            "# spans (BabyHuBERT's segment policy); the iterations train on the spans. Steps and",
+            "# k-means are sized on the recordings' hours, an upper bound (silence is left out).",
+        ]
+        selection = [
+            'selection = "segments"  # or "ups" with hours = H (lid = "lid.jsonl"): 10 s chunks'
+        ]
+    else:
+        how = [
             "# Before the iterations the pipeline finds the speech (VAD) and picks 10 s chunks",
             "# with >= 8 s of speech, densest (and scarcest-language) recordings first, up to",
             "# the budget (the UPS selection); the iterations train on the chunks, sized on the",
-            "# budget. The recipe, and its commands one by one: docs/long-form.md.",
+            "# budget.",
         ]
-        lines[-1] = 'selection = "ups"       # or "segments": every speech span, no budget'
-        lines.append(f"hours = {options.ups_hours:g}   # the budget of picked audio")
+        selection = [
+            'selection = "ups"       # or "segments": every speech span, no budget',
+            f"hours = {options.ups_hours:g}   # the budget of picked audio",
+        ]
         if options.lid is not None:
-            lines.append(f'lid = "{Path(options.lid).resolve()}"   # language-ID results')
+            selection.append(f'lid = "{Path(options.lid).resolve()}"   # language-ID results')
     return [
-        *lines,
+        "",
+        "[longform]",
+        f"# Long recordings: {long_form}.",
+        *how,
+        "# The recipe, and its commands one by one: docs/long-form.md.",
+        'vad = "silero"          # silero-vad; "energy": no model, for stationary noise only',
+        *selection,
         f"valid_fraction = {fraction:.3g}   # of the spans validate (whole recordings from 20 on)",
         f"shards = {options.shards}              # > 0: each iteration streams its spans from"
         " tar shards",

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hubertlab.config import to_dict
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.curate.policy import policy_spans
 from hubertlab.curate.shards import write_shards
@@ -30,6 +31,9 @@ from hubertlab.units.assign import read_units
 log = logging.getLogger(__name__)
 
 LONGFORM_DIR = "longform"
+# [longform] keys the spans do not depend on (the VAD step has its own; shards come after),
+# and the files, which are fingerprinted by their bytes instead of their paths.
+SPAN_UNTRACKED = ("vad", "shards", "lid", "hours_table")
 # With this many recordings or more, validation takes whole recordings (unseen audio); with
 # fewer (a few day-long files), a fraction of every recording's spans.
 MIN_VALID_RECORDINGS = 20
@@ -112,18 +116,9 @@ def longform_steps(cfg: PipelineConfig) -> tuple[list[Step], Upstream]:
 
     vad_in = {"recordings": {s: InputFile(p) for s, p in recordings.items()}, "vad": lf.vad}
     vad_in["num_shards"] = cfg.executor.shards  # a VAD shard's file is named by its count
-    selection = {
-        "selection": lf.selection,
-        "policy": [lf.merge_gap_seconds, lf.min_seconds, lf.max_seconds],
-        "valid_fraction": lf.valid_fraction,
-        "seed": cfg.seed,
-    }
-    if lf.selection == "ups":
-        selection["ups"] = {
-            "hours": lf.hours, "chunk_seconds": lf.chunk_seconds, "group": lf.group,
-            "min_speech_seconds": lf.min_speech_seconds, "min_density": lf.min_density,
-            "lid": InputFile(lf.lid), "hours_table": InputFile(lf.hours_table),
-        }  # fmt: skip
+    # Every setting of the spans (the VAD's and the shards' are not), the files by their bytes.
+    selection = {k: v for k, v in to_dict(lf).items() if k not in SPAN_UNTRACKED}
+    selection.update(lid=InputFile(lf.lid), hours_table=InputFile(lf.hours_table), seed=cfg.seed)
     spans_in = {"vad": Upstream(vad_in), **selection}
     steps = [
         Step("longform/vad", root / "vad", vad, f"speech of the recordings ({lf.vad} VAD)",
@@ -133,10 +128,17 @@ def longform_steps(cfg: PipelineConfig) -> tuple[list[Step], Upstream]:
     return steps, Upstream(spans_in)
 
 
+def _selection_name(cfg: PipelineConfig) -> str:
+    return "UPS selection" if cfg.longform.selection == "ups" else "BabyHuBERT's segment policy"
+
+
 def _what(cfg: PipelineConfig) -> str:
-    if cfg.longform.selection == "ups":
-        return f"UPS selection: {cfg.longform.hours} h of 10 s chunks, and the validation spans"
-    return "BabyHuBERT's segment policy: 2-30 s speech spans, and the validation spans"
+    lf = cfg.longform
+    if lf.selection == "ups":
+        picked = f"{lf.hours:g} h of {lf.chunk_seconds:g} s chunks"
+    else:
+        picked = f"{lf.min_seconds:g}-{lf.max_seconds:g} s speech spans"
+    return f"{_selection_name(cfg)}: {picked}, and the validation spans"
 
 
 def _spans(cfg: PipelineConfig, split: str, manifest: Manifest, root: Path) -> list[ManifestRow]:
@@ -195,7 +197,7 @@ def longform_report(cfg: PipelineConfig) -> list[str]:
             f"by the {lf.vad} VAD: {found['speech_hours']:.2f} h ({share:.0%})"
         )
     lines.append(
-        f"- spans ({_what(cfg).split(':')[0]}): {spans['train']['spans']} for training "
+        f"- spans ({_selection_name(cfg)}): {spans['train']['spans']} for training "
         f"({spans['train']['hours']:.2f} h), {spans['valid']['spans']} for validation "
         f"({spans['valid']['hours']:.2f} h"
         + (", split from the training recordings)" if "valid" not in vad else ")")
