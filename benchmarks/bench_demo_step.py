@@ -2,13 +2,19 @@
 them: 64-channel CNN, 4 x 256 Transformer, 8 x 3 s batches, bf16 autocast, fused AdamW), before
 and after the speed work, in the same run.
 
-"before" is the same step with torch's own dropout (F.dropout: one Mersenne-Twister draw per
-element on CPU), "after" is the models' dropout (hubertlab.models.components.dropout: 16-bit
-slices of 64-bit random words). Measurements alternate between the variants so that load from
-other processes hits them alike; wall and CPU time are both printed (CPU time is the work done,
-steadier on a shared machine).
+The speed work, each change switched on in turn (every row adds one to the row above it):
+- "before": torch's own pieces: F.dropout (one Mersenne-Twister draw per element on CPU), the
+  positional conv by oneDNN's grouped convolution, GELU on the transposed view of the CNN's
+  LayerNorm output (SpidR's CNN);
+- "+dropout": the models' dropout (hubertlab.models.components.dropout: 16-bit slices of 64-bit
+  random words);
+- "+fft posconv": HuBERT's 128-tap positional conv through the FFT (models/fft_conv.py);
+- "+cnn layout" (= after): the CNN's LayerNorm + GELU on contiguous memory both ways
+  (components.layer_norm_gelu; HuBERT's CNN has no LayerNorm, so only SpidR changes).
+Measurements alternate between the variants so that load from other processes hits them alike;
+wall and CPU time are both printed (CPU time is the work done, steadier on a shared machine).
 
-    python benchmarks/bench_demo_step.py [--reps 20] [--threads 2]
+    python benchmarks/bench_demo_step.py [--reps 15] [--threads 2]
 """
 
 from __future__ import annotations
@@ -33,11 +39,27 @@ from hubertlab.train.optim import build_optimizer
 
 BATCH, SAMPLES, NUM_UNITS = 8, 48_000, 100  # the demo's batch_seconds 24 of 3 s crops
 DEMO_CNN = [64] * 7
-OURS_DROPOUT = components.dropout
+OURS = {
+    "dropout": components.dropout,
+    "fft_pays": components.fft_pays,
+    "layer_norm_gelu": components.layer_norm_gelu,
+}
+TORCH = {
+    "dropout": lambda x, p, training=True: F.dropout(x, p, training),
+    "fft_pays": lambda batch, channels_per_group: False,
+    "layer_norm_gelu": lambda x, norm: F.gelu(norm(x.transpose(1, 2)).transpose(1, 2)),
+}
+VARIANTS = {  # which of our pieces each variant uses; the rest are torch's
+    "before": (),
+    "+dropout": ("dropout",),
+    "+fft posconv": ("dropout", "fft_pays"),
+    "+cnn layout": ("dropout", "fft_pays", "layer_norm_gelu"),
+}
 
 
-def torch_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    return F.dropout(x, p, training)
+def use_variant(name: str) -> None:
+    for piece in OURS:
+        setattr(components, piece, (OURS if piece in VARIANTS[name] else TORCH)[piece])
 
 
 def demo_batch(frames: int) -> Batch:
@@ -85,37 +107,38 @@ def make_step(kind: str) -> Callable[[], None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the training loop does
-    variants = {"before": torch_dropout, "after": OURS_DROPOUT}
     print(
         f"demo training step ({BATCH} x {SAMPLES / 16000:.0f} s, bf16, {args.threads} threads), "
         f"median of {args.reps}"
     )
-    print(f"{'model':<8}{'variant':<9}{'wall s':>8}{'CPU s':>8}{'steps/s':>9}")
+    print(f"{'model':<8}{'variant':<15}{'wall s':>8}{'CPU s':>8}{'steps/s':>9}")
     for kind in ("hubert", "spidr"):
         step = make_step(kind)
-        times = {name: ([], []) for name in variants}
-        for fn in variants.values():  # warm-up: allocator, oneDNN kernels, optimizer state
-            components.dropout = fn
+        times = {name: ([], []) for name in VARIANTS}
+        for name in VARIANTS:  # warm-up: allocator, oneDNN kernels, optimizer state
+            use_variant(name)
             step(), step()
         for _ in range(args.reps):
-            for name, fn in variants.items():
-                components.dropout = fn
+            for name in VARIANTS:
+                use_variant(name)
                 wall, cpu = time.perf_counter(), time.process_time()
                 step()
                 times[name][0].append(time.perf_counter() - wall)
                 times[name][1].append(time.process_time() - cpu)
-        components.dropout = OURS_DROPOUT
+        use_variant("+cnn layout")
         medians = {n: (statistics.median(w), statistics.median(c)) for n, (w, c) in times.items()}
         for name, (wall, cpu) in medians.items():
-            print(f"{kind:<8}{name:<9}{wall:>8.3f}{cpu:>8.3f}{1 / wall:>9.2f}")
-        ratio = medians["before"][0] / medians["after"][0]
-        cpu_ratio = medians["before"][1] / medians["after"][1]
-        print(f"{kind:<8}speed-up {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU")
+            print(f"{kind:<8}{name:<15}{wall:>8.3f}{cpu:>8.3f}{1 / wall:>9.2f}")
+        before, after = medians["before"], medians["+cnn layout"]
+        print(
+            f"{kind:<8}speed-up {before[0] / after[0]:.2f}x wall, "
+            f"{before[1] / after[1]:.2f}x CPU (before -> after)"
+        )
 
 
 if __name__ == "__main__":
