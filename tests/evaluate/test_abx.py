@@ -234,6 +234,28 @@ def test_sweep_matches_single_layer_and_writes_report(demo_corpus, tiny_checkpoi
     assert (tmp_path / "abx.png").stat().st_size > 1000
 
 
+def test_cli_checkpoint_with_cmvn_scores_normalised_layers(demo_corpus, tiny_checkpoint, tmp_path):
+    from hubertlab.data.manifest import read_manifest
+    from hubertlab.evaluate.abx_sweep import utterance_cmvn
+    from hubertlab.models.checkpoint import from_pretrained
+
+    item, manifest = str(demo_corpus / "abx.item"), str(demo_corpus / "manifest.csv")
+    args = ["abx", item, "--manifest", manifest, "--checkpoint", str(tiny_checkpoint)]
+    assert main([*args, "--layers", "2", "--cmvn", "--out", str(tmp_path / "c")]) == 0
+    score = json.loads((tmp_path / "c" / "abx.json").read_text())["scores"][0]
+    model, rows = from_pretrained(tiny_checkpoint).eval(), read_manifest(manifest)
+    with torch.inference_mode():
+        features = {
+            row.fileid: utterance_cmvn(
+                model.extract_features(torch.from_numpy(rows.read_audio(i))[None])[0][2][0].numpy()
+            )
+            for i, row in enumerate(rows)
+        }
+    expected = abx_scores(features, item, AbxConfig(frame_shift_s=0.02))
+    for mode, result in expected.items():
+        assert score[mode]["error_percent"] == pytest.approx(result.error_percent, abs=1e-6)
+
+
 def test_cli_checkpoint_mfcc_and_features(demo_corpus, tiny_checkpoint, tmp_path, capsys):
     item, manifest = str(demo_corpus / "abx.item"), str(demo_corpus / "manifest.csv")
     out = tmp_path / "ckpt"

@@ -37,4 +37,4 @@ def test_cli_mfcc_with_cmvn(tmp_path, capsys):
     assert score["name"] == "mfcc+cmvn" and score["within"]["num_triplets"] > 0
     assert main(["abx", str(tmp_path / "t.item"), "--features", str(tmp_path), "--cmvn",
                  "--out", str(tmp_path / "x")]) != 0  # fmt: skip
-    assert "--cmvn goes with --mfcc" in capsys.readouterr().err
+    assert "--cmvn goes with --mfcc or --checkpoint" in capsys.readouterr().err

@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cmvn",
         action="store_true",
-        help="with --mfcc: per-utterance mean and variance normalisation (the strong baseline)",
+        help="with --mfcc: per-utterance mean and variance normalisation (the strong "
+        "baseline); with --checkpoint: the same normalisation of each layer's frames",
     )
     source.add_argument(
         "--features", help="feature store (hubertlab features) or folder of <fileid>.npy arrays"
@@ -86,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--speaker-mode must be within, across or both, got {args.speaker_mode!r}"
         )
-    if args.cmvn and not args.mfcc:
-        raise ValueError("--cmvn goes with --mfcc")
+    if args.cmvn and not (args.mfcc or args.checkpoint):
+        raise ValueError("--cmvn goes with --mfcc or --checkpoint")
     if args.every is not None and not args.checkpoints:
         raise ValueError("--every goes with --checkpoints")
     if (args.checkpoint or args.checkpoints or args.mfcc) and not args.manifest:
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             config=config,
             source=args.checkpoint,
             intermediate=args.intermediate,
+            cmvn=args.cmvn,
         )
     else:
         scores = [abx_sweep.abx_of_features(features, args.item_file, config, name, source=where)]

@@ -83,10 +83,12 @@ def abx_per_layer(
     config: AbxConfig | None = None,
     source: str = "model",
     intermediate: bool = False,
+    cmvn: bool = False,
 ) -> list[LayerScore]:
     """ABX of the given transformer layers (default: all, 1..L; 0 is the transformer input).
     With `intermediate` (SpidR/DinoSR models), each layer's intermediate output (feed-forward
-    output before the residual add) is scored instead of its hidden state.
+    output before the residual add) is scored instead of its hidden state. With `cmvn`, each
+    layer's frames are normalised per utterance as the MFCC + CMVN baseline's are.
 
     Each file of the item file goes through the model once; only the token frames of each
     layer are kept, so memory is ~ (token frames) x dim x 4 bytes per layer. `source` (e.g.
@@ -134,6 +136,8 @@ def abx_per_layer(
         for layer in layers:
             frames = hidden[layer][0].float()  # (frames, dim)
             check_finite(frames, row.fileid, f"{source}, layer {layer}")
+            if cmvn:
+                frames = torch.from_numpy(utterance_cmvn(frames.cpu().numpy())).to(device)
             if layer not in buffers:
                 buffers[layer] = frames.new_empty(plan.total_frames, frames.shape[1])
             _fill(buffers[layer], plan, row.fileid, frames)
