@@ -5,6 +5,7 @@ with ABX learning curves over its checkpoints ([abx] curves).
 
     python experiments/demo_recipes.py DEMO_DIR VARIANT [VARIANT ...] [--seed S]
         [--steps N]  # iteration 1's steps; default: the demo's budget of the model
+        [--iterations N]  # only the first N of the pipeline's iterations
     python experiments/demo_recipes.py DEMO_DIR --table   # the table of every finished run
 
 DEMO_DIR is a folder the demo's recipes were written to (its corpus and pipeline.toml,
@@ -29,14 +30,16 @@ from hubertlab.demo.compare import model_summary
 from hubertlab.pipeline.config import load_pipeline_config
 from hubertlab.pipeline.report import baseline_scores, fmt
 
-# variant -> (model kind, [train.model.overrides], [train.optim] changes, changes of the
-# second [[iterations]] table: HuBERT's iteration 2)
+# variant -> (model kind, [train.model.overrides], [train.optim] changes[, changes of the
+# second [[iterations]] table: HuBERT's iteration 2[, settings added to [train.data]]])
 PUBLISHED = 400_000  # the run length the spidr recipe's teacher schedule was made for
 VARIANTS: dict[str, tuple] = {
     "hubert-demo": ("hubert", {}, {}, {}),  # continued from iteration 1, targets of layer 3
     "hubert-it2-scratch": ("hubert", {}, {}, {"init": "scratch"}),  # the HuBERT paper
     "hubert-it2-best": ("hubert", {}, {}, {"layer": "best"}),  # targets of the best-ABX layer
     "hubert-it2-scratch-best": ("hubert", {}, {}, {"init": "scratch", "layer": "best"}),
+    # Kaldi's speed perturbation of the training audio (units stretched alike)
+    "hubert-speed": ("hubert", {}, {}, {}, {"speed_perturb": [0.9, 1.0, 1.1]}),
     "spidr-published": ("spidr", {}, {}),
     "spidr-scaled": ("spidr", {"ema_schedule_steps": PUBLISHED}, {}),
     "spidr-scaled-lr1e-3": ("spidr", {"ema_schedule_steps": PUBLISHED}, {"lr": 1e-3}),
@@ -55,15 +58,24 @@ def toml_value(value) -> str:
     return json.dumps(value)  # numbers and strings are the same in TOML
 
 
-def variant_config(demo: Path, variant: str, seed: int, steps: int | None) -> Path:
-    """Write DEMO_DIR/exp-<variant>-s<seed>.toml from the demo's pipeline of that model."""
-    kind, overrides, optim, *iteration2 = VARIANTS[variant]
+def variant_config(
+    demo: Path, variant: str, seed: int, steps: int | None, iterations: int | None = None
+) -> Path:
+    """Write DEMO_DIR/exp-<variant>-s<seed>.toml from the demo's pipeline of that model
+    (its first `iterations` [[iterations]] tables only, when given)."""
+    kind, overrides, optim, *rest = VARIANTS[variant]
+    iteration2, data = (rest + [{}, {}])[:2]
     text = (demo / ("pipeline.toml" if kind == "hubert" else f"pipeline-{kind}.toml")).read_text()
     name = f"exp-{variant}-s{seed}" + (f"-{steps}" if steps else "")
+    name += f"-it{iterations}" if iterations else ""
     text = re.sub(r'(?m)^out_dir = ".*"$', f'out_dir = "{name}"', text)
     text = re.sub(r"(?m)^seed = \d+$", f"seed = {seed}", text)
     lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items())
     text = text.replace("[train.model.overrides]\n", "[train.model.overrides]\n" + lines)
+    lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in data.items())
+    text = text.replace("[train.data]\n", "[train.data]\n" + lines)
+    if iterations:
+        text = "[[iterations]]".join(text.split("[[iterations]]")[: iterations + 1])
     # The shared [train] tables come before the [[iterations]] tables, which may set their own.
     shared, marker, iterations = text.partition("[[iterations]]")
     if steps:
@@ -82,7 +94,7 @@ def variant_config(demo: Path, variant: str, seed: int, steps: int | None) -> Pa
         if count != 1:
             raise ValueError(f"{variant}: no single [train.optim] {key} to change")
     text = shared + marker + iterations
-    text = second_iteration(text, iteration2[0] if iteration2 else {}, variant)
+    text = second_iteration(text, iteration2, variant)
     if not re.search(r"(?m)^curves = true$", text):  # the demo's templates already ask
         text += "\n[abx]\ncurves = true\n"
     config = demo / f"{name}.toml"
@@ -137,6 +149,7 @@ def main() -> int:
     parser.add_argument("variants", nargs="*", help=", ".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="iteration 1's steps (default: the demo's)")
+    parser.add_argument("--iterations", type=int, help="only the first N iterations")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     demo = args.demo.resolve()
@@ -144,7 +157,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
     for variant in args.variants:
-        config = variant_config(demo, variant, args.seed, args.steps)
+        config = variant_config(demo, variant, args.seed, args.steps, args.iterations)
         print(f"== {variant} (seed {args.seed}): hubertlab pipeline {config}", flush=True)
         subprocess.run(
             [str(Path(sys.executable).with_name("hubertlab")), "pipeline", str(config)],

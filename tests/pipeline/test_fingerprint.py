@@ -67,3 +67,25 @@ def test_loggers_make_no_finished_step_stale(tmp_path):
         steps = build_steps(load_pipeline_config(tmp_path / f"{name}.toml"))
         fingerprints.append({step.name: digest(step.fingerprint) for step in steps})
     assert fingerprints[0] == fingerprints[1]
+
+
+def test_speed_perturbation_left_at_its_default_keeps_finished_training_valid(tmp_path):
+    """Runs trained before [train.data] speed_perturb existed have no such key in their
+    fingerprint: the default leaves it out; a factor makes training (and what follows) stale."""
+    for name in ("train.csv", "valid.csv", "eval.csv", "phones.jsonl", "abx.item"):
+        (tmp_path / name).write_text(f"{name}\n")
+    found = {}
+    for name, extra in (
+        ("plain", ""),
+        ("default", "[train.data]\nspeed_perturb = []\n"),
+        ("perturbed", "[train.data]\nspeed_perturb = [0.9, 1.0, 1.1]\n"),
+    ):
+        (tmp_path / f"{name}.toml").write_text(CONFIG + extra)
+        steps = build_steps(load_pipeline_config(tmp_path / f"{name}.toml"))
+        found[name] = {step.name: step.fingerprint for step in steps}
+    train = found["plain"]["iteration1/train"]["train"]
+    assert "speed_perturb" not in train["data"] and "min_crop_seconds" in train["data"]
+    assert found["default"] == found["plain"]
+    perturbed = found["perturbed"]["iteration1/train"]["train"]["data"]
+    assert perturbed["speed_perturb"] == [0.9, 1.0, 1.1]
+    assert found["perturbed"]["iteration1/abx"] != found["plain"]["iteration1/abx"]

@@ -24,6 +24,7 @@ from hubertlab.constants import FRAME_HOP, RECEPTIVE_FIELD, num_frames
 from hubertlab.data.manifest import Manifest
 from hubertlab.data.masking import MaskConfig
 from hubertlab.data.sampler import BucketBatchSampler, SampleKey
+from hubertlab.data.speed import check_speeds, draw_speed, perturb_speed
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ class UnitDataset(torch.utils.data.Dataset):
 
 class CropCollator:
     """Crop (random, at multiples of 320 samples) and batch items; draw the span mask.
+    With `speeds`, each item is first speed-perturbed by a factor drawn from them
+    (hubertlab.data.speed), its units stretched alike.
 
     "crop": every item is cut to the shortest in the batch (capped at max_samples), no padding.
     "pad": every item is cut to max_samples at most, and padded with zeros to the longest.
@@ -187,9 +190,12 @@ class CropCollator:
         mask: MaskConfig | None = None,
         random_crop: bool = True,
         min_samples: int = RECEPTIVE_FIELD,
+        speeds: tuple[float, ...] = (),
     ) -> None:
         if batching not in ("crop", "pad"):
             raise ValueError(f"batching must be 'crop' or 'pad', got {batching!r}")
+        check_speeds(speeds)
+        self.speeds = tuple(speeds)
         self.max_samples = max_samples
         self.batching = batching
         self.seed = seed
@@ -213,6 +219,8 @@ class CropCollator:
         items = [it for it in items if it["wav"] is not None]
         if not items:  # every file of the batch failed: a stand-in the loop gives no weight
             return self._stand_in(num_sets, num_skipped, where)
+        if self.speeds:
+            items = [self._speed_perturbed(it) for it in items]
         lengths = [min(len(it["wav"]), self.max_samples) for it in items]
         if self.batching == "crop":
             lengths = [min(lengths)] * len(items)
@@ -241,6 +249,12 @@ class CropCollator:
             num_skipped=num_skipped,
             **where,
         )
+
+    def _speed_perturbed(self, item: dict[str, Any]) -> dict[str, Any]:
+        key = item["key"]
+        factor = draw_speed(self.speeds, self.seed, key.epoch, key.index)
+        wav, units = perturb_speed(item["wav"], item["units"], factor)
+        return {**item, "wav": wav, "units": units}
 
     def _mask(self, frame_lengths: torch.Tensor, width: int, key: SampleKey) -> torch.Tensor | None:
         """The batch's span mask, a function of the batch identity alone: any rank layout and

@@ -21,6 +21,7 @@ __all__ = [
     "changed_keys",
     "fingerprints",
     "fold_mask",
+    "drop_later_defaults",
 ]
 
 # Bump when a step's outputs change meaning or layout: every finished step becomes stale.
@@ -87,4 +88,18 @@ def fold_mask(train: dict[str, Any]) -> dict[str, Any]:
     changed = {k: v for k, v in mask.items() if v != getattr(MaskConfig, k)}
     if changed:
         train["model"]["overrides"] = {**train["model"]["overrides"], **changed}
+    return train
+
+
+# Training settings added after pipelines had finished runs: at their default they are left
+# out of the training step's fingerprint, so those runs stay valid; any other value counts.
+LATER_TRAIN_KEYS: dict[tuple[str, str], Any] = {("data", "speed_perturb"): []}
+
+
+def drop_later_defaults(train: dict[str, Any]) -> dict[str, Any]:
+    """A training config's dict without the LATER_TRAIN_KEYS that hold their default."""
+    for (section, key), default in LATER_TRAIN_KEYS.items():
+        table = train.get(section, {})
+        if key in table and list(table[key]) == default:
+            del table[key]
     return train

@@ -29,7 +29,13 @@ from hubertlab.evaluate.units import unit_quality
 from hubertlab.fileio import atomic_write_json
 from hubertlab.models.checkpoint import from_pretrained, save_pretrained
 from hubertlab.pipeline.config import IterationConfig, PipelineConfig, predicts_units, train_config
-from hubertlab.pipeline.fingerprint import InputFile, Upstream, fingerprints, fold_mask
+from hubertlab.pipeline.fingerprint import (
+    InputFile,
+    Upstream,
+    drop_later_defaults,
+    fingerprints,
+    fold_mask,
+)
 from hubertlab.pipeline.longform import longform_steps, shards_step
 from hubertlab.pipeline.runner import Step
 from hubertlab.pipeline.targets import Shared, Trained, targets_steps
@@ -89,7 +95,7 @@ def _model_steps(
         )
         return {"best_layer": best.layer, "within": best.within, "across": best.across}
 
-    settings = fold_mask(to_dict(train_config(cfg, k)))
+    settings = drop_later_defaults(fold_mask(to_dict(train_config(cfg, k))))
     for key in UNTRACKED_RUN_KEYS:
         settings["run"].pop(key, None)
     train_in = {"units": Upstream(units_in), "train": settings}

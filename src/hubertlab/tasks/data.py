@@ -58,6 +58,7 @@ def train_collator(data: DataSection, mask: MaskConfig | None, seed: int) -> Cro
         seed=seed,
         mask=mask,
         min_samples=data.min_samples,
+        speeds=data.speed_perturb,
     )
 
 

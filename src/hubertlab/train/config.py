@@ -20,6 +20,7 @@ from hubertlab.config import (
 )
 from hubertlab.constants import SAMPLE_RATE
 from hubertlab.data.masking import MASK_KEYS, MaskConfig
+from hubertlab.data.speed import check_speeds
 from hubertlab.tasks import DEFAULT_KIND, PRETRAINING_KINDS, task_class
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,13 @@ class DataSection:
     batching: Literal["crop", "pad"] = "crop"  # crop to the shortest in the batch, or zero-pad
     num_workers: int = 2  # decoding processes per rank (0: in the training process)
     max_valid_batches: int = 0  # 0: the whole validation set
+    # Speed perturbation of training utterances: one of these factors per utterance and epoch
+    # (e.g. Kaldi's [0.9, 1.0, 1.1]); units are stretched alike. Empty: none.
+    speed_perturb: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         self._check_source()
+        check_speeds(self.speed_perturb, "data.speed_perturb")
         if any(k < 1 for k in self.num_units):
             raise ValueError(f"num_units: must be positive, got {list(self.num_units)}")
         if self.valid_manifest is not None and len(self.valid_units) != len(self.num_units):
