@@ -39,7 +39,7 @@ def test_one_hour_on_a_cpu_is_the_demo_recipe(tmp_path):
     assert data["executor"]["kind"] == "local"
     assert data["train"]["model"]["preset"] == "tiny"
     assert data["train"]["data"]["batch_seconds"] == 24
-    assert data["train"]["optim"]["max_steps"] == 1700  # the demo's, not more for 2x its audio
+    assert data["train"]["optim"]["max_steps"] == 3000  # the demo's, not more for 2x its audio
     assert [it["num_units"] for it in data["iterations"]] == [100, 100]
     assert data["iterations"][1]["layer"] == 3
     assert data["iterations"][1]["train"]["optim"]["max_steps"] == 1000
@@ -82,11 +82,11 @@ def test_thousand_hours_on_four_nodes_of_four_gpus(tmp_path):
 
 def test_small_corpora_get_fewer_steps_and_a_denser_kmeans_fit():
     plan = plan_run(1 / 60, Hardware())
-    assert plan.steps == (57, 50)  # the demo's passes, never under 50 steps
+    assert plan.steps == (100, 50)  # the demo's passes (3000 of 0.5 h), never under 50 steps
     assert "the quiet 2-core machine's" in plan.estimate_note
     assert plan.kmeans_fraction == (1.0, 1.0)
     ten = plan_run(1 / 60, Hardware(), steps=10)
-    assert ten.steps == (10, 9)  # the demo's ratio of iteration 2 to 1 (1000 / 1700 of 57 -> 50)
+    assert ten.steps == (10, 5)  # the plan's ratio of iteration 2 to 1 (50 / 100)
     assert plan_run(5.0, Hardware(gpus_per_node=1)).num_units == (100, 100)
 
 
@@ -188,7 +188,7 @@ def test_an_hour_budget_takes_the_ups_selection(tmp_path):
     assert data["longform"]["shards"] == 4
     assert data["longform"]["selection"] == "ups" and data["longform"]["hours"] == 1.0
     assert data["longform"]["lid"] == str(lid.resolve())
-    assert data["train"]["optim"]["max_steps"] == 1700  # sized on the 1 h budget, not the 3 h
+    assert data["train"]["optim"]["max_steps"] == 3000  # sized on the 1 h budget, not the 3 h
     with pytest.raises(ValueError, match="--lid.*give --hours"):
         InitOptions(lid=lid)
     with pytest.raises(FileNotFoundError, match="--lid: not found"):

@@ -49,10 +49,10 @@ BASE_STEPS = (250_000, 400_000)
 # The SpidR recipe (LibriSpeech 960 h, 16 GPUs).
 SPIDR_UPDATE_SECONDS = 237.5 * 16
 SPIDR_STEPS = 400_000
-# The demo on CPU: 30 min of audio, 1700 steps of 24 s (~23 passes), then 1000 steps; the
+# The demo on CPU: 30 min of audio, 3000 steps of 24 s (40 passes), then 1000 steps; the
 # distilling models 2300 steps (demo/recipe.py DemoSettings).
 DEMO_HOURS = 0.5
-DEMO_STEPS = (1700, 1000)
+DEMO_STEPS = (3000, 1000)
 DEMO_DISTILL_STEPS = 2300
 DEMO_BATCH_SECONDS = 24.0
 # Fewer steps than this learn nothing worth a report (the demo's curves move after ~100).
