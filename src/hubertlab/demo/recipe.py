@@ -29,7 +29,8 @@ class DemoSettings:
     # Iteration 1 (from scratch). 3000 steps since the step got cheaper (2026-12-07: the
     # positional conv through the FFT): the ABX curve still falls after 1700 steps, and the
     # same recipe with the cosine stretched to 3000 ends at 4.15 / 7.31 within / across (best
-    # layer, seed 0) against 4.59 / 9.41 at 1700, in 655 s of training on the quiet machine.
+    # layer, seed 0) against 4.59 / 9.41 at 1700. `hubertlab demo OUT` end to end: 1119 s
+    # (18.7 min) on the quiet 2-core machine, iteration 1's training 718 s.
     train_steps: int = 3000
     continue_steps: int = 1000  # iteration 2 (continued from iteration 1's weights)
     # `--model spidr|dinosr|all`: one iteration each. 2300 steps matched the training wall time
