@@ -70,10 +70,9 @@ def variant_config(
     name += f"-it{iterations}" if iterations else ""
     text = re.sub(r'(?m)^out_dir = ".*"$', f'out_dir = "{name}"', text)
     text = re.sub(r"(?m)^seed = \d+$", f"seed = {seed}", text)
-    lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items())
-    text = text.replace("[train.model.overrides]\n", "[train.model.overrides]\n" + lines)
-    lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in data.items())
-    text = text.replace("[train.data]\n", "[train.data]\n" + lines)
+    for table, keys in (("[train.model.overrides]", overrides), ("[train.data]", data)):
+        lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
+        text = text.replace(f"{table}\n", f"{table}\n{lines}")
     if iterations:
         text = "[[iterations]]".join(text.split("[[iterations]]")[: iterations + 1])
     # The shared [train] tables come before the [[iterations]] tables, which may set their own.

@@ -45,10 +45,4 @@ def perturb_speed(
         return wav, units  # too short to keep a frame: leave it as it is
     centres = np.arange(num_frames(len(out))) * FRAME_HOP + RECEPTIVE_FIELD / 2
     source = np.rint((centres * factor - RECEPTIVE_FIELD / 2) / FRAME_HOP).astype(np.int64)
-    stretched = []
-    for u in units:
-        if u is None:
-            stretched.append(None)
-        else:
-            stretched.append(u[np.clip(source, 0, len(u) - 1)])
-    return out, stretched
+    return out, [None if u is None else u[np.clip(source, 0, len(u) - 1)] for u in units]
