@@ -31,15 +31,25 @@ from hubertlab.pipeline.config import load_pipeline_config
 from hubertlab.pipeline.report import baseline_scores, fmt
 
 # variant -> (model kind, [train.model.overrides], [train.optim] changes[, changes of the
-# second [[iterations]] table: HuBERT's iteration 2[, settings added to [train.data]]])
+# [[iterations]] tables by number ({2: ...}: HuBERT's iteration 2)[, settings added to
+# [train.data]]])
 PUBLISHED = 400_000  # the run length the spidr recipe's teacher schedule was made for
 VARIANTS: dict[str, tuple] = {
     "hubert-demo": ("hubert", {}, {}, {}),  # continued from iteration 1, targets of layer 3
-    "hubert-it2-scratch": ("hubert", {}, {}, {"init": "scratch"}),  # the HuBERT paper
-    "hubert-it2-best": ("hubert", {}, {}, {"layer": "best"}),  # targets of the best-ABX layer
-    "hubert-it2-scratch-best": ("hubert", {}, {}, {"init": "scratch", "layer": "best"}),
+    "hubert-it2-scratch": ("hubert", {}, {}, {2: {"init": "scratch"}}),  # the HuBERT paper
+    "hubert-it2-best": ("hubert", {}, {}, {2: {"layer": "best"}}),  # targets of the best-ABX layer
+    "hubert-it2-scratch-best": ("hubert", {}, {}, {2: {"init": "scratch", "layer": "best"}}),
     # Kaldi's speed perturbation of the training audio (units stretched alike)
     "hubert-speed": ("hubert", {}, {}, {}, {"speed_perturb": [0.9, 1.0, 1.1]}),
+    # k-means targets of features normalised per utterance (MFCC + CMVN, then CMVN'd layers)
+    "hubert-cmvn": ("hubert", {}, {}, {1: {"cmvn": True}, 2: {"cmvn": True}}),
+    "hubert-cmvn-speed": (
+        "hubert",
+        {},
+        {},
+        {1: {"cmvn": True}, 2: {"cmvn": True}},
+        {"speed_perturb": [0.9, 1.0, 1.1]},
+    ),  # fmt: skip
     "spidr-published": ("spidr", {}, {}),
     "spidr-scaled": ("spidr", {"ema_schedule_steps": PUBLISHED}, {}),
     "spidr-scaled-lr1e-3": ("spidr", {"ema_schedule_steps": PUBLISHED}, {"lr": 1e-3}),
@@ -64,7 +74,7 @@ def variant_config(
     """Write DEMO_DIR/exp-<variant>-s<seed>.toml from the demo's pipeline of that model
     (its first `iterations` [[iterations]] tables only, when given)."""
     kind, overrides, optim, *rest = VARIANTS[variant]
-    iteration2, data = (rest + [{}, {}])[:2]
+    iteration_changes, data = (rest + [{}, {}])[:2]
     text = (demo / ("pipeline.toml" if kind == "hubert" else f"pipeline-{kind}.toml")).read_text()
     name = f"exp-{variant}-s{seed}" + (f"-{steps}" if steps else "")
     name += f"-it{iterations}" if iterations else ""
@@ -73,6 +83,7 @@ def variant_config(
     for table, keys in (("[train.model.overrides]", overrides), ("[train.data]", data)):
         lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
         text = text.replace(f"{table}\n", f"{table}\n{lines}")
+    text = change_iterations(text, iteration_changes, variant)
     if iterations:
         text = "[[iterations]]".join(text.split("[[iterations]]")[: iterations + 1])
     # The shared [train] tables come before the [[iterations]] tables, which may set their own.
@@ -93,7 +104,6 @@ def variant_config(
         if count != 1:
             raise ValueError(f"{variant}: no single [train.optim] {key} to change")
     text = shared + marker + iterations
-    text = second_iteration(text, iteration2, variant)
     if not re.search(r"(?m)^curves = true$", text):  # the demo's templates already ask
         text += "\n[abx]\ncurves = true\n"
     config = demo / f"{name}.toml"
@@ -101,17 +111,20 @@ def variant_config(
     return config
 
 
-def second_iteration(text: str, changes: dict, variant: str) -> str:
-    """`text` with `changes` made to the keys of its second [[iterations]] table."""
-    if not changes:
-        return text
+def change_iterations(text: str, changes: dict[int, dict], variant: str) -> str:
+    """`text` with `changes[k]` made to its k-th [[iterations]] table: a key it has is
+    replaced, a key it lacks is added."""
     parts = text.split("[[iterations]]")
-    if len(parts) < 3:
-        raise ValueError(f"{variant}: the pipeline has no second [[iterations]] table")
-    for key, value in changes.items():
-        parts[2], count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {toml_value(value)}", parts[2])
-        if count != 1:
-            raise ValueError(f"{variant}: no single {key} in the second [[iterations]] table")
+    for k, keys in changes.items():
+        if not 1 <= k < len(parts):
+            raise ValueError(f"{variant}: the pipeline has no [[iterations]] table {k}")
+        for key, value in keys.items():
+            line = f"{key} = {toml_value(value)}"
+            parts[k], count = re.subn(rf"(?m)^{key} = .*$", line, parts[k])
+            if count > 1:
+                raise ValueError(f"{variant}: {key} set twice in [[iterations]] table {k}")
+            if count == 0:
+                parts[k] = f"\n{line}" + parts[k]  # right after the table's header
     return "[[iterations]]".join(parts)
 
 

@@ -236,7 +236,7 @@ def test_sweep_matches_single_layer_and_writes_report(demo_corpus, tiny_checkpoi
 
 def test_cli_checkpoint_with_cmvn_scores_normalised_layers(demo_corpus, tiny_checkpoint, tmp_path):
     from hubertlab.data.manifest import read_manifest
-    from hubertlab.evaluate.abx_sweep import utterance_cmvn
+    from hubertlab.features.cmvn import utterance_cmvn
     from hubertlab.models.checkpoint import from_pretrained
 
     item, manifest = str(demo_corpus / "abx.item"), str(demo_corpus / "manifest.csv")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from hubertlab.cli import main
-from hubertlab.evaluate.abx_sweep import utterance_cmvn
+from hubertlab.features.cmvn import utterance_cmvn
 from tests.conftest import write_tone
 
 

@@ -70,3 +70,20 @@ def test_mfcc_settings_are_recorded_and_fingerprinted():
     changed = {**settings["mfcc"], "num_mel_bins": 40}
     assert settings_fingerprint(changed) != settings["fingerprint"]
     assert settings_fingerprint(settings["mfcc"]) == settings["fingerprint"]
+
+
+def test_cmvn_extractor_normalises_each_utterance_and_says_so():
+    extractor = build_extractor("mfcc", cmvn=True)
+    wav = np.random.default_rng(1).standard_normal(16000).astype(np.float32)
+    loud = extractor(wav * np.float32(8))
+    frames = extractor(wav)
+    assert frames.shape == (extractor.num_frames(16000), 39) and extractor.dim == 39
+    np.testing.assert_allclose(frames.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(frames.std(0), 1, atol=1e-3)
+    # a gain is a cepstral offset: gone after the mean is removed
+    np.testing.assert_allclose(loud, frames, atol=1e-3)
+    raw = MfccExtractor()(wav)
+    assert not np.allclose(frames, raw)
+    settings = extractor.settings()
+    assert settings["cmvn"] is True
+    assert {k: v for k, v in settings.items() if k != "cmvn"} == MfccExtractor().settings()

@@ -89,3 +89,20 @@ def test_speed_perturbation_left_at_its_default_keeps_finished_training_valid(tm
     perturbed = found["perturbed"]["iteration1/train"]["train"]["data"]
     assert perturbed["speed_perturb"] == [0.9, 1.0, 1.1]
     assert found["perturbed"]["iteration1/abx"] != found["plain"]["iteration1/abx"]
+
+
+def test_cmvn_targets_left_at_the_default_keep_finished_steps_valid(tmp_path):
+    """`[[iterations]] cmvn` is in a features step's fingerprint only when set: runs from
+    before the key stay valid; setting it makes the targets (and what follows) stale."""
+    for name in ("train.csv", "valid.csv", "eval.csv", "phones.jsonl", "abx.item"):
+        (tmp_path / name).write_text(f"{name}\n")
+    found = {}
+    for name, value in (("plain", None), ("default", "false"), ("normalised", "true")):
+        text = CONFIG if value is None else CONFIG.replace("12\n", f"12\ncmvn = {value}\n", 1)
+        (tmp_path / f"{name}.toml").write_text(text)
+        steps = build_steps(load_pipeline_config(tmp_path / f"{name}.toml"))
+        found[name] = {step.name: digest(step.fingerprint) for step in steps}
+    assert found["default"] == found["plain"]
+    changed = {n for n in found["plain"] if found["plain"][n] != found["normalised"][n]}
+    assert {"iteration1/features", "iteration1/kmeans", "iteration1/units"} <= changed
+    assert "baseline/abx-mfcc" not in changed

@@ -11,6 +11,7 @@ import pytest
 from hubertlab.cli import main
 from hubertlab.constants import num_frames
 from hubertlab.data.manifest import ManifestRow, read_manifest, write_manifest
+from hubertlab.features.extractors import build_extractor
 from hubertlab.features.mfcc import MfccExtractor
 from hubertlab.features.store import FeatureStore, extract_features_to_store
 from hubertlab.units.assign import (
@@ -199,3 +200,17 @@ def test_read_units_checks_km_lines_and_the_recorded_k(tmp_path):
     (tmp_path / "units.jsonl").write_text('{"fileid": "a", "units": [0, 5]}\n')
     with pytest.raises(ValueError, match=r"units\.jsonl:1: a: unit 5 .* not below k = 3"):
         read_units(tmp_path)
+
+
+def test_kmeans_of_cmvn_features_refuses_raw_ones_and_back(setup, tmp_path):
+    manifest_path, raw_store, raw_km = setup
+    cmvn = build_extractor("mfcc", cmvn=True)
+    extract_features_to_store(manifest_path, tmp_path / "store", cmvn, dtype="float32")
+    fit_kmeans(tmp_path / "store", 20, fraction=0.5, seed=0).save(tmp_path / "km")
+    with pytest.raises(ValueError, match="with per-utterance CMVN"):
+        transcribe(manifest_path, tmp_path / "km", MfccExtractor(), tmp_path / "a")
+    with pytest.raises(ValueError, match="with per-utterance CMVN"):
+        transcribe(manifest_path, raw_km, cmvn, tmp_path / "b")
+    transcribe(manifest_path, tmp_path / "km", tmp_path / "store", tmp_path / "c")
+    transcribe(manifest_path, tmp_path / "km", cmvn, tmp_path / "d")
+    assert (tmp_path / "c" / "units.km").read_bytes() == (tmp_path / "d" / "units.km").read_bytes()

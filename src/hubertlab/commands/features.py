@@ -28,6 +28,11 @@ def add_extractor_arguments(p: argparse.ArgumentParser, *, kind_required: bool) 
         help="SpidR/DinoSR --kind layer: the layer's intermediate output (feed-forward before "
         "the residual, as the spidr package defines it) instead of its hidden state",
     )  # fmt: skip
+    p.add_argument(
+        "--cmvn", action="store_true",
+        help="normalise each utterance's features to zero mean and unit variance (k-means "
+        "targets that follow the speaker less; a k-means fitted on them needs them again)",
+    )  # fmt: skip
     p.add_argument("--device", help="torch device for layer features (default: cuda if any)")
     p.add_argument("--bf16", action="store_true", help="layer features under bf16 autocast")
     seconds = ranged_float(low=0, low_open=True)
@@ -51,7 +56,7 @@ def build_extractor(args: argparse.Namespace):
         args.kind, args.checkpoint, args.layer, device=args.device,
         dtype="bfloat16" if args.bf16 else "float32",
         chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds,
-        intermediate=args.intermediate,
+        intermediate=args.intermediate, cmvn=args.cmvn,
     )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from hubertlab.evaluate.abx import (
     score_plan,
 )
 from hubertlab.evaluate.frame_checks import check_finite, check_frame_counts, check_frame_shift
+from hubertlab.features.cmvn import utterance_cmvn
 from hubertlab.features.store import STORE_META, FeatureStore
 from hubertlab.fileio import atomic_write_json, atomic_write_text, save_figure
 from hubertlab.models.mfcc import mfcc_of_waveform
@@ -175,13 +176,6 @@ def mfcc_features(
     if cmvn:
         out = {fileid: utterance_cmvn(frames) for fileid, frames in out.items()}
     return out
-
-
-def utterance_cmvn(frames: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """(frames, dim) -> each dim at zero mean and unit variance over the utterance."""
-    mean = frames.mean(0, keepdims=True)
-    std = frames.std(0, keepdims=True)
-    return ((frames - mean) / (std + eps)).astype(np.float32)
 
 
 def load_feature_dir(

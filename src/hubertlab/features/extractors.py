@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from hubertlab.data.manifest import ManifestRow
+from hubertlab.features.cmvn import CmvnExtractor
 from hubertlab.features.hidden import LayerExtractor
 from hubertlab.features.mfcc import MfccExtractor
 from hubertlab.features.transformers_layers import (
@@ -44,6 +45,8 @@ def describe(settings: dict, *, with_fingerprint: bool = True) -> str:
         text = f"layer {settings.get('layer')} of {settings.get('checkpoint') or 'a model object'}"
         if settings.get("intermediate"):
             text = "intermediate output of " + text
+    if settings.get("cmvn"):
+        text += " with per-utterance CMVN"
     fingerprint = settings.get("fingerprint")
     if with_fingerprint:
         text += f" (fingerprint {fingerprint[:12] if fingerprint else 'not recorded'})"
@@ -60,12 +63,20 @@ def build_extractor(
     chunk_seconds: float = 30.0,
     context_seconds: float = 2.0,
     intermediate: bool = False,
+    cmvn: bool = False,
 ) -> FeatureExtractor:
     """MfccExtractor for kind "mfcc"; for kind "layer", the extractor of layer `layer` of
     `checkpoint` (`device`, `dtype`, `chunk_seconds`, `context_seconds` and `intermediate`,
     SpidR/DinoSR's outputs before the residual, go to it): LayerExtractor for our models and
     HuBERT folders, TransformersLayerExtractor for other transformers families (WavLM,
-    wav2vec 2.0, data2vec audio), read by transformers' own classes."""
+    wav2vec 2.0, data2vec audio), read by transformers' own classes. With `cmvn`, each
+    utterance's features are normalised on their own (CmvnExtractor)."""
+    extractor = _build(kind, checkpoint, layer, device, dtype, chunk_seconds, context_seconds,
+                       intermediate)  # fmt: skip
+    return CmvnExtractor(extractor) if cmvn else extractor
+
+
+def _build(kind, checkpoint, layer, device, dtype, chunk_seconds, context_seconds, intermediate):
     if kind == "mfcc":
         if checkpoint is not None or layer is not None or intermediate:
             raise ValueError("checkpoint, layer and intermediate go with kind 'layer', not 'mfcc'")

@@ -50,6 +50,9 @@ class IterationConfig:
     layer: int | str = "best"
     # Take layer features from this model instead of the previous iteration's (e.g. WavLM).
     checkpoint: Path | None = None
+    # Per-utterance mean and variance normalisation of the features before k-means (and of
+    # every split's features when they are assigned units): targets that follow the speaker less.
+    cmvn: bool = False
     num_units: int = 100
     kmeans_fraction: float = 0.1  # of the training utterances, seeded
     kmeans_max_memory_gb: float = 2.0

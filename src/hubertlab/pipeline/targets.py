@@ -29,9 +29,10 @@ class FeatureSpec:
     kind: str  # "mfcc" | "layer"
     checkpoint: str | None = None
     layer: int | None = None
+    cmvn: bool = False
 
     def extractor(self):
-        return build_extractor(self.kind, self.checkpoint, self.layer)
+        return build_extractor(self.kind, self.checkpoint, self.layer, cmvn=self.cmvn)
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,12 @@ def feature_spec(cfg: PipelineConfig, k: int, it: IterationConfig) -> FeatureSpe
     """Where iteration k's targets come from (resolved when the step runs: 'best' needs the
     previous iteration's ABX)."""
     if it.features == "mfcc":
-        return FeatureSpec("mfcc")
+        return FeatureSpec("mfcc", cmvn=it.cmvn)
     if it.checkpoint is not None:
-        return FeatureSpec("layer", str(it.checkpoint), int(it.layer))
+        return FeatureSpec("layer", str(it.checkpoint), int(it.layer), it.cmvn)
     previous = cfg.iteration_dir(k - 1)
     layer = best_layer(previous / "abx") if it.layer == "best" else int(it.layer)
-    return FeatureSpec("layer", str(previous / "model"), layer)
+    return FeatureSpec("layer", str(previous / "model"), layer, it.cmvn)
 
 
 # ----------------------------------------------------------------- shard bodies (picklable)
@@ -105,6 +106,8 @@ def feature_inputs(
     cfg: PipelineConfig, it: IterationConfig, shared: Shared, previous: Trained | None
 ) -> dict[str, Any]:
     source: dict[str, Any] = {"kind": it.features, "layer": it.layer}
+    if it.cmvn:  # only when set: the fingerprints of runs from before the key stay valid
+        source["cmvn"] = True
     if it.features == "layer" and it.checkpoint is not None:
         source["checkpoint"] = InputFile(it.checkpoint)
     elif it.features == "layer":
@@ -142,7 +145,8 @@ def targets_steps(
             root / "logs",
             f"it{k}-features",
         )
-        return {"kind": spec.kind, "checkpoint": spec.checkpoint, "layer": spec.layer}
+        return {"kind": spec.kind, "checkpoint": spec.checkpoint, "layer": spec.layer,
+                "cmvn": spec.cmvn}  # fmt: skip
 
     def kmeans() -> dict:
         model = fit_kmeans(

@@ -75,8 +75,10 @@ def _check_match(kmeans: KMeansModel, dim: int, settings: dict, source: str) -> 
                 f"{name} was fitted on {key}={fitted[key]!r} features, {source} gives "
                 f"{key}={settings[key]!r}"
             )
-    # Both outputs of a SpidR layer come from the same weights: the fingerprint cannot tell.
-    if fitted and bool(fitted.get("intermediate")) != bool(settings.get("intermediate")):
+    # Both outputs of a SpidR layer come from the same weights, and CMVN changes no setting
+    # of the extractor: the fingerprint cannot tell.
+    differs = any(bool(fitted.get(k)) != bool(settings.get(k)) for k in ("intermediate", "cmvn"))
+    if fitted and differs:
         raise ValueError(
             f"{name} was fitted on the features of {describe(fitted, with_fingerprint=False)}, "
             f"{source} gives {describe(settings, with_fingerprint=False)}"
