@@ -35,13 +35,17 @@ from hubertlab.pipeline.report import baseline_scores, fmt
 # [train.data]]])
 PUBLISHED = 400_000  # the run length the spidr recipe's teacher schedule was made for
 VARIANTS: dict[str, tuple] = {
-    "hubert-demo": ("hubert", {}, {}, {}),  # continued from iteration 1, targets of layer 3
+    # the recipe of DEMO_DIR/pipeline.toml as it was written (the study used one written before
+    # 2026-12-07: raw MFCC targets); iteration 2 continued from 1, targets of layer 3
+    "hubert-demo": ("hubert", {}, {}, {}),
     "hubert-it2-scratch": ("hubert", {}, {}, {2: {"init": "scratch"}}),  # the HuBERT paper
     "hubert-it2-best": ("hubert", {}, {}, {2: {"layer": "best"}}),  # targets of the best-ABX layer
     "hubert-it2-scratch-best": ("hubert", {}, {}, {2: {"init": "scratch", "layer": "best"}}),
     # Kaldi's speed perturbation of the training audio (units stretched alike)
     "hubert-speed": ("hubert", {}, {}, {}, {"speed_perturb": [0.9, 1.0, 1.1]}),
     # k-means targets of features normalised per utterance (MFCC + CMVN, then CMVN'd layers)
+    # the paper's k-means on raw MFCC (the demo's recipe until 2026-12-07)
+    "hubert-raw": ("hubert", {}, {}, {1: {"cmvn": False}}),
     "hubert-cmvn": ("hubert", {}, {}, {1: {"cmvn": True}, 2: {"cmvn": True}}),
     "hubert-cmvn-speed": (
         "hubert",

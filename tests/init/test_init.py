@@ -48,6 +48,7 @@ def test_one_hour_on_a_cpu_is_the_demo_recipe(tmp_path):
     assert "Expected wall time" in text and "validation loss" in text
     cfg = load_pipeline_config(config)
     assert cfg.corpus.eval_abx_item is None
+    assert cfg.iterations[0].cmvn  # the demo's k-means on normalised MFCC
 
 
 def test_hundred_hours_on_one_gpu_is_hubert_base(tmp_path):
@@ -61,6 +62,7 @@ def test_hundred_hours_on_one_gpu_is_hubert_base(tmp_path):
     assert data["executor"]["kind"] == "local"
     assert data["train"]["optim"]["lr"] == 5e-4
     assert data["iterations"][1]["init"] == "scratch"
+    assert "cmvn" not in data["iterations"][0]  # the paper's raw MFCC
     assert "SpidR's public H100 figure" in config.read_text()  # not a measurement of ours
 
 

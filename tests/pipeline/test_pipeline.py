@@ -209,6 +209,7 @@ def test_demo_writes_a_config_that_loads(tmp_path):
     config = prepare_demo(tmp_path / "demo", settings)
     cfg = load_pipeline_config(config)
     assert [it.features for it in cfg.iterations] == ["mfcc", "layer"]
+    assert cfg.iterations[0].cmvn  # k-means on MFCC normalised per utterance
     assert cfg.iterations[1].init == "previous"
     assert [train_config(cfg, k).optim.max_steps for k in (1, 2)] == [8, 4]
     train = read_manifest(cfg.corpus.train_manifest)

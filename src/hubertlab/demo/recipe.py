@@ -126,9 +126,13 @@ max_steps = {steps}
 """
     + _RUN
     + """
-# Iteration 1: MFCC targets, 100 units, from scratch.
+# Iteration 1: MFCC targets, 100 units, from scratch. The k-means runs on MFCC normalised per
+# utterance (CMVN), not on raw MFCC as in the paper: units of raw MFCC follow the speaker, and
+# so did the model that learned them (3,000 steps, best layer within / across: 2.43 / 4.69 with
+# CMVN targets vs 4.15 / 7.31 without, seed 0; MFCC + CMVN itself: 1.15 / 6.37).
 [[iterations]]
 features = "mfcc"
+cmvn = true
 num_units = 100
 
 # Iteration 2: targets from layer 3 of iteration 1, continued from its weights with a new
