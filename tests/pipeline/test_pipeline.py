@@ -371,3 +371,24 @@ def test_a_spidr_iteration_runs_in_the_pipeline(corpus):
     units = read_units(run / "iteration1" / "codebooks" / "layer2")
     assert codebooks["layers"]["2"] == unit_quality(units, phones)
     assert "iteration 1, head of layer 2" in report
+
+
+def test_cmvn_targets_in_both_iterations(corpus):
+    """`cmvn = true`: MFCC and layer features normalised per utterance before k-means, in the
+    store, the k-means, the units of every split (computed on the fly alike) and the report."""
+    text = CONFIG.replace("max_steps = 12", "max_steps = 4").replace("valid_every = 4", "")
+    text = text.replace("kmeans_fraction = 1.0\n", "kmeans_fraction = 1.0\ncmvn = true\n")
+    text = text.replace("seed = 0", "seed = 0\nfinal_units = false")
+    config = _config(corpus, "cmvn", text + "[abx]\nmax_tokens_per_group = 5\n")
+    run_pipeline(config)
+    run = corpus / "cmvn"
+    for k in (1, 2):
+        root = run / f"iteration{k}"
+        store = json.loads((root / "features" / "store" / "store.json").read_text())
+        assert store["extractor"]["cmvn"] is True
+        for split in ("train", "eval"):
+            units = json.loads((root / "units" / split / "units.json").read_text())
+            assert units["feature"]["cmvn"] is True
+    report = (run / "report.md").read_text()
+    assert "| MFCC + CMVN |" in report and "iteration 1, layer" in report
+    assert re.search(r"\| iteration 1, layer \d \+ CMVN \|", report)

@@ -41,7 +41,7 @@ def _units_table(cfg: PipelineConfig, num_iterations: int) -> list[str]:
         spec = source["summary"]
         made_from = (
             "MFCC" if spec["kind"] == "mfcc" else f"iteration {k - 1}, layer {spec['layer']}"
-        )
+        ) + (" + CMVN" if spec.get("cmvn") else "")
         label = f"iteration {k} targets" if k <= num_iterations else "next iteration's targets"
         lines.append(
             f"| {label} | {made_from} | {kmeans['summary']['k']} "
