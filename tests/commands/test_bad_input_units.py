@@ -3,6 +3,7 @@ the file or key, and nothing half-written (no store index, no k-means, no merged
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -293,3 +294,20 @@ def test_transcribe_resume_with_a_changed_manifest_is_refused(work, tmp_path, ca
     fails(capsys, ["transcribe", tmp_path / "reversed.csv", work / "km_mfcc", out, "--store",
                    work / "mfcc"], "manifest changed")  # fmt: skip
     no_units(out)
+
+
+def test_transcribe_with_and_without_cmvn_must_match_the_kmeans(work, tmp_path, capsys):
+    manifest = work / "manifest.csv"
+    assert (
+        main(["features", str(manifest), str(tmp_path / "cmvn"), "--kind", "mfcc", "--cmvn"]) == 0
+    )
+    assert main(["kmeans", str(tmp_path / "cmvn"), str(tmp_path / "km"), "--k", "4"]) == 0
+    fails(capsys, ["transcribe", manifest, tmp_path / "km", tmp_path / "a", "--kind", "mfcc"],
+          "with per-utterance CMVN")  # fmt: skip
+    no_units(tmp_path / "a")
+    fails(capsys, ["transcribe", manifest, work / "km_mfcc", tmp_path / "b", "--kind", "mfcc",
+                   "--cmvn"], "with per-utterance CMVN")  # fmt: skip
+    no_units(tmp_path / "b")
+    argv = ["transcribe", manifest, tmp_path / "km", tmp_path / "c", "--kind", "mfcc", "--cmvn"]
+    assert main([str(a) for a in argv]) == 0
+    assert json.loads((tmp_path / "c" / "units.json").read_text())["feature"]["cmvn"] is True
