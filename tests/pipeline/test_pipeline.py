@@ -212,6 +212,12 @@ def test_demo_writes_a_config_that_loads(tmp_path):
     assert cfg.iterations[0].cmvn  # k-means on MFCC normalised per utterance
     assert cfg.iterations[1].init == "previous"
     assert [train_config(cfg, k).optim.max_steps for k in (1, 2)] == [8, 4]
+    assert [train_config(cfg, k).run.ckpt_every for k in (1, 2)] == [1, 1]
+    assert train_config(cfg, 2).run.valid_every == 1 and train_config(cfg, 2).run.keep_last == 1
+    default_steps = DemoSettings(train_minutes=0.3, eval_minutes=0.2, speakers=2, workers=1)
+    cadence = load_pipeline_config(prepare_demo(tmp_path / "steps", default_steps))
+    assert [train_config(cadence, k).run.ckpt_every for k in (1, 2)] == [375, 250]
+    assert [train_config(cadence, k).run.valid_every for k in (1, 2)] == [375, 250]
     train = read_manifest(cfg.corpus.train_manifest)
     valid = read_manifest(cfg.corpus.valid_manifest)
     assert len(train) and len(valid)
