@@ -30,8 +30,8 @@ class DemoSettings:
     # positional conv through the FFT): the ABX curve still falls after 1700 steps, and the
     # same recipe with the cosine stretched to 3000 ends at 4.15 / 7.31 within / across (best
     # layer, seed 0) against 4.59 / 9.41 at 1700. `hubertlab demo OUT` end to end: 1119 s
-    # (18.7 min) on the quiet 2-core machine, iteration 1's training 718 s; 1177 s (767 s) in
-    # a later run with CMVN units (2.46 / 4.69): little room is left in the 20 minutes.
+    # (18.7 min) on the quiet 2-core machine, iteration 1's training 718 s; with CMVN units and
+    # ABX curve points every 375 steps: 1116 s (2.43 / 4.69), 1.4 min left of the 20.
     train_steps: int = 3000
     continue_steps: int = 1000  # iteration 2 (continued from iteration 1's weights)
     # `--model spidr|dinosr|all`: one iteration each. 2300 steps matched the training wall time
