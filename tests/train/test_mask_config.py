@@ -90,7 +90,13 @@ def test_pipeline_fingerprints_do_not_depend_on_where_the_mask_is_set(tmp_path, 
     default mask changes no fingerprint recorded before the table existed."""
     text = (
         PIPELINE_TEMPLATE.format(
-            config_name="c", seed=0, workers=1, steps=20, continue_steps=10, ckpt_every=5
+            config_name="c",
+            seed=0,
+            workers=1,
+            steps=20,
+            continue_steps=10,
+            ckpt_every=5,
+            continue_ckpt_every=5,
         )
         if template == "hubert"
         else DISTILL_TEMPLATE.format(
