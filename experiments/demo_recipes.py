@@ -43,9 +43,9 @@ VARIANTS: dict[str, tuple] = {
     "hubert-it2-scratch-best": ("hubert", {}, {}, {2: {"init": "scratch", "layer": "best"}}),
     # Kaldi's speed perturbation of the training audio (units stretched alike)
     "hubert-speed": ("hubert", {}, {}, {}, {"speed_perturb": [0.9, 1.0, 1.1]}),
-    # k-means targets of features normalised per utterance (MFCC + CMVN, then CMVN'd layers)
     # the paper's k-means on raw MFCC (the demo's recipe until 2026-12-07)
     "hubert-raw": ("hubert", {}, {}, {1: {"cmvn": False}}),
+    # k-means targets of features normalised per utterance (MFCC + CMVN, then CMVN'd layers)
     "hubert-cmvn": ("hubert", {}, {}, {1: {"cmvn": True}, 2: {"cmvn": True}}),
     "hubert-cmvn-speed": (
         "hubert",
@@ -53,7 +53,7 @@ VARIANTS: dict[str, tuple] = {
         {},
         {1: {"cmvn": True}, 2: {"cmvn": True}},
         {"speed_perturb": [0.9, 1.0, 1.1]},
-    ),  # fmt: skip
+    ),
     "spidr-published": ("spidr", {}, {}),
     "spidr-scaled": ("spidr", {"ema_schedule_steps": PUBLISHED}, {}),
     "spidr-scaled-lr1e-3": ("spidr", {"ema_schedule_steps": PUBLISHED}, {"lr": 1e-3}),

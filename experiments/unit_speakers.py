@@ -13,45 +13,32 @@ estimator: its upward bias is about (units - 1)(speakers - 1) / (2 N ln 2) bits,
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from hubertlab.data.alignments import SIL, frame_phone_labels, read_phone_records
+from hubertlab.evaluate.units import purity_and_pnmi
 from hubertlab.units.assign import read_units
 
 
-def entropy(counts: Counter) -> float:
-    p = np.array(list(counts.values()), dtype=float)
-    p /= p.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
-def labelled_frames(units: dict, alignments: dict) -> list[tuple[int, str, str]]:
-    """(unit, speaker, phone) of every 20 ms unit frame whose centre lies in a phone."""
-    rows = []
+def labelled_frames(units: dict, records: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(units, speaker ids, phone ids) of the unit frames whose centre lies in a phone."""
+    columns: list[list] = [[], [], []]
     for fileid, file_units in units.items():
-        if fileid not in alignments:
+        if fileid not in records:
             raise ValueError(f"{fileid}: no phone alignment in the phones file")
-        speaker, segments = alignments[fileid]
-        starts = np.array([s[0] for s in segments])
-        for i, unit in enumerate(file_units.tolist()):
-            t = (i + 0.5) * 0.02
-            j = int(np.searchsorted(starts, t, side="right")) - 1
-            if j >= 0 and t < segments[j][1] and segments[j][2] != "SIL":
-                rows.append((unit, speaker, segments[j][2]))
-    if not rows:
+        record = records[fileid]
+        labels = frame_phone_labels(record.segments, len(file_units))
+        for unit, phone in zip(file_units.tolist(), labels, strict=True):
+            if phone != SIL:
+                for column, value in zip(columns, (unit, record.speaker, phone), strict=True):
+                    column.append(value)
+    if not columns[0]:
         raise ValueError("no unit frame falls inside a phone: wrong phones file?")
-    return rows
-
-
-def mutual_information(rows: list[tuple], a: int, b: int) -> float:
-    joint = Counter((r[a], r[b]) for r in rows)
-    return (
-        entropy(Counter(r[a] for r in rows)) + entropy(Counter(r[b] for r in rows)) - entropy(joint)
-    )
+    speakers, phones = (np.unique(c, return_inverse=True)[1] for c in columns[1:])
+    return np.array(columns[0]), speakers, phones
 
 
 def main() -> int:
@@ -59,22 +46,21 @@ def main() -> int:
     parser.add_argument("phones", type=Path)
     parser.add_argument("units", nargs="+", type=Path)
     args = parser.parse_args()
-    alignments = {}
-    for line in args.phones.read_text().splitlines():
-        record = json.loads(line)
-        alignments[record["fileid"]] = (record["speaker"], record["phones"])
+    records = read_phone_records(args.phones)
     for folder in args.units:
-        rows = labelled_frames(read_units(folder), alignments)
-        units, speakers, phones = ({r[i] for r in rows} for i in range(3))
-        bias = {
-            name: (len(units) - 1) * (len(labels) - 1) / (2 * len(rows) * math.log(2))
-            for name, labels in (("phones", phones), ("speakers", speakers))
+        units, speakers, phones = labelled_frames(read_units(folder), records)
+        with_phones, with_speakers = (purity_and_pnmi(y, units) for y in (phones, speakers))
+        num_units = len(np.unique(units))
+        bias = {  # the plug-in estimator's upward bias, (|U| - 1)(|Y| - 1) / (2 N ln 2)
+            name: (num_units - 1) * (int(y.max()) / (2 * len(units) * math.log(2)))
+            for name, y in (("phones", phones), ("speakers", speakers))
         }
         print(
-            f"{folder}: I(U;P) {mutual_information(rows, 0, 2):.3f} bits "
-            f"(bias ~{bias['phones']:.3f}), I(U;S) {mutual_information(rows, 0, 1):.3f} bits "
-            f"(bias ~{bias['speakers']:.3f}), H(S) {entropy(Counter(r[1] for r in rows)):.3f} bits;"
-            f" {len(rows)} frames, {len(units)} units, {len(speakers)} speakers"
+            f"{folder}: I(U;P) {with_phones['mutual_information_bits']:.3f} bits "
+            f"(bias ~{bias['phones']:.3f}), I(U;S) {with_speakers['mutual_information_bits']:.3f}"
+            f" bits (bias ~{bias['speakers']:.3f}), H(S) "
+            f"{with_speakers['phone_entropy_bits']:.3f} bits; {len(units)} frames, "
+            f"{num_units} units, {int(speakers.max()) + 1} speakers"
         )
     return 0
 

@@ -71,12 +71,15 @@ def build_extractor(
     HuBERT folders, TransformersLayerExtractor for other transformers families (WavLM,
     wav2vec 2.0, data2vec audio), read by transformers' own classes. With `cmvn`, each
     utterance's features are normalised on their own (CmvnExtractor)."""
-    extractor = _build(kind, checkpoint, layer, device, dtype, chunk_seconds, context_seconds,
-                       intermediate)  # fmt: skip
+    options = {"device": device, "dtype": dtype, "chunk_seconds": chunk_seconds}
+    options["context_seconds"] = context_seconds
+    extractor = _build(kind, checkpoint, layer, intermediate, options)
     return CmvnExtractor(extractor) if cmvn else extractor
 
 
-def _build(kind, checkpoint, layer, device, dtype, chunk_seconds, context_seconds, intermediate):
+def _build(
+    kind: str, checkpoint: str | Path | None, layer: int | None, intermediate: bool, options: dict
+) -> FeatureExtractor:
     if kind == "mfcc":
         if checkpoint is not None or layer is not None or intermediate:
             raise ValueError("checkpoint, layer and intermediate go with kind 'layer', not 'mfcc'")
@@ -85,8 +88,6 @@ def _build(kind, checkpoint, layer, device, dtype, chunk_seconds, context_second
         raise ValueError(f"feature kind must be one of {KINDS}, got {kind!r}")
     if checkpoint is None or layer is None:
         raise ValueError("kind 'layer' needs a checkpoint and a layer")
-    options = {"device": device, "dtype": dtype, "chunk_seconds": chunk_seconds}
-    options["context_seconds"] = context_seconds
     if is_other_transformers_model(checkpoint):
         if intermediate:
             raise ValueError(f"{checkpoint}: intermediate outputs need a SpidR/DinoSR model")
